@@ -1,0 +1,98 @@
+"""ModelConfig: every size of the agent's network, with validation in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+SRWM_KERNELS = ("auto", "naive", "fused")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and choices of the ActorCritic network (paper sizes by default)."""
+
+    core: str = "srwm"
+    """Name of the core in `policies.CORES` (srwm | deltanet | lstm | ff | fake-sr)."""
+
+    hidden_size: int = 128
+    """Width of the residual stream of the memory stack; must equal num_heads * head_size."""
+
+    num_layers: int = 2
+    """Number of [memory sub-layer, feed-forward sub-layer] pairs in the stack."""
+
+    num_heads: int = 8
+    """Heads of the SRWM / DeltaNet / fake-sr layers."""
+
+    head_size: int = 16
+    """Size d of one head."""
+
+    ff_size: int = 512
+    """Inner width of the pre-LN feed-forward sub-layers."""
+
+    lstm_size: int = 256
+    """Units of the single LSTM layer of the `lstm` core."""
+
+    cnn_channels: tuple[int, ...] = (16, 32, 32)
+    """Output channels of the IMPALA CNN stages (one stage per entry)."""
+
+    cnn_out: int = 256
+    """Size of the CNN's final linear layer (the features fed, with the reward, to the core)."""
+
+    srwm_kernel: str = "auto"
+    """SRWM op: auto (fused on CUDA when available, else naive) | naive | fused."""
+
+    srwm_detach_every_step: bool = False
+    """Detach the SRWM state after every step (the published code's behaviour; no gradient
+    through the self-modification). Default False: backpropagate through the whole unroll."""
+
+
+    def __post_init__(self) -> None:
+        self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
+        from .cores import CORES  # local import: cores import this module
+
+        if self.core not in CORES:
+            raise ValueError(
+                f"unknown core {self.core!r}; valid cores: {', '.join(sorted(CORES))}"
+            )
+        if self.hidden_size != self.num_heads * self.head_size:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must equal num_heads * head_size "
+                f"({self.num_heads} * {self.head_size} = {self.num_heads * self.head_size})"
+            )
+        if self.srwm_kernel not in SRWM_KERNELS:
+            raise ValueError(
+                f"unknown srwm_kernel {self.srwm_kernel!r}; valid: {', '.join(SRWM_KERNELS)}"
+            )
+        for name in ("hidden_size", "num_heads", "head_size", "ff_size", "lstm_size",
+                     "cnn_out"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")
+        if not self.cnn_channels or any(c <= 0 for c in self.cnn_channels):
+            raise ValueError(f"cnn_channels must be positive ints, got {self.cnn_channels}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field (tuples become lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of to_dict; unknown keys raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig keys: {', '.join(unknown)}; valid keys: "
+                f"{', '.join(sorted(known))}"
+            )
+        kwargs = dict(d)
+        if "cnn_channels" in kwargs:
+            kwargs["cnn_channels"] = tuple(kwargs["cnn_channels"])
+        return cls(**kwargs)

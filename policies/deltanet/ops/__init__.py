@@ -1,0 +1,5 @@
+"""DeltaNet ops (naive reference only)."""
+
+from .naive import deltanet_naive, phi
+
+__all__ = ["deltanet_naive", "phi"]

@@ -1,0 +1,64 @@
+"""The SRWM layer: per-head input, the SRWM op, output projection, residual."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import srwm
+
+
+class SRWMLayer(nn.Module):
+    """Self-referential weight matrix sub-layer on a residual stream of size H*d.
+
+    out_t = h_t + W_o concat_heads(y_t), with y_t from the SRWM op fed softmax(h_t[head])
+    (the op applies the softmax). With self_modify=False (the fake-sr layer) W stays W0 and
+    only its y block exists: y_t = W0_y softmax(h_t[head]); the layer then has no state.
+
+    W0 init: every entry ~ Normal(mean 0, std 1/sqrt(d)).
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        head_size: int,
+        *,
+        self_modify: bool = True,
+        kernel: str = "auto",
+        detach_every_step: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_size = head_size
+        self.self_modify = self_modify
+        self.kernel = kernel
+        self.detach_every_step = detach_every_step
+        rows = 3 * head_size + 4 if self_modify else head_size
+        self.w0 = nn.Parameter(torch.randn(num_heads, rows, head_size) * head_size**-0.5)
+        hidden = num_heads * head_size
+        self.out_proj = nn.Linear(hidden, hidden, bias=False)
+
+    def state_shape(self, batch_size: int) -> tuple[int, ...]:
+        """Shape of the modification W - W0: [B, H, 3d+4, d]."""
+        return (batch_size, self.num_heads, 3 * self.head_size + 4, self.head_size)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        state: torch.Tensor | None,
+        episode_start: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """h: [T, B, H*d]; state: [B, H, 3d+4, d] or None; episode_start: [T, B] bool.
+
+        Returns (out [T, B, H*d], final_state [B, H, 3d+4, d], or None without self_modify).
+        """
+        T, B, _ = h.shape
+        x = h.reshape(T, B, self.num_heads, self.head_size)  # [T, B, H, d]
+        if self.self_modify:
+            y, state = srwm(x, self.w0, state, episode_start, kernel=self.kernel,
+                            detach_every_step=self.detach_every_step)
+        else:
+            y = torch.einsum("hrc,tbhc->tbhr", self.w0, F.softmax(x, dim=-1))
+            state = None
+        return h + self.out_proj(y.reshape(T, B, -1)), state
