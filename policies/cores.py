@@ -60,8 +60,9 @@ class MemoryStack(Core):
     """Linear input projection D -> hidden, then num_layers x [memory sub-layer, FF sub-layer].
 
     Subclasses choose the memory sub-layer with `make_memory` (None: no memory sub-layer).
-    Stateful memory layers expose `state_shape(batch_size)`; the core's state holds one
-    tensor per stateful layer, in layer order.
+    Memory layers say whether they carry state (`stateful`) and its shape
+    (`state_shape(batch_size)`); the core's state holds one tensor per stateful layer, in
+    layer order.
     """
 
     metric_name = ""  # e.g. "srwm_l{i}_mod_norm"; empty: no metrics
@@ -83,7 +84,7 @@ class MemoryStack(Core):
         raise NotImplementedError
 
     def _stateful(self) -> list[nn.Module]:
-        return [m for m in self.memories if hasattr(m, "state_shape")]
+        return [m for m in self.memories if m.stateful]
 
     def initial_state(self, batch_size: int, device=None, dtype=None) -> State:
         device, dtype = self._defaults(device, dtype)
@@ -102,7 +103,7 @@ class MemoryStack(Core):
         for has_memory, ff in zip(self._has_memory, self.ffs, strict=True):
             if has_memory:
                 memory = next(memories)
-                layer_state = next(states) if hasattr(memory, "state_shape") else None
+                layer_state = next(states) if memory.stateful else None
                 h, layer_state = memory(h, layer_state, episode_start)
                 if layer_state is not None:
                     new_state.append(layer_state)

@@ -15,6 +15,8 @@ class DeltaNetLayer(nn.Module):
     beta = sigmoid(.) come from one slow linear map (no bias) of LayerNorm(h_t).
     """
 
+    stateful = True
+
     def __init__(self, num_heads: int, head_size: int) -> None:
         super().__init__()
         self.num_heads = num_heads

@@ -32,6 +32,7 @@ class SRWMLayer(nn.Module):
         self.num_heads = num_heads
         self.head_size = head_size
         self.self_modify = self_modify
+        self.stateful = self_modify
         self.kernel = kernel
         self.detach_every_step = detach_every_step
         rows = 3 * head_size + 4 if self_modify else head_size
