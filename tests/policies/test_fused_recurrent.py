@@ -1,0 +1,300 @@
+"""The fused SRWM kernel against srwm_naive and an independent float64 reading of SPEC section 1.
+
+On a CPU the Triton kernels run in the Triton interpreter (TRITON_INTERPRET=1, set below
+before anything in this module imports triton; the op also interprets CPU tensors on its own,
+so the tests hold when another module of the same xdist worker imported triton first).
+Shapes are tiny on CPU; with CUDA the same tests also run at real sizes.
+
+Relative error of a tensor = max |fused - reference| / max |reference|.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+pytest.importorskip("triton", reason="the fused SRWM kernel needs triton")
+
+from policies.srwm.ops.naive import srwm_naive  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+H, D = 2, 16
+TOL = 1e-4
+HAS_CUDA = torch.cuda.is_available()
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device: GPU-size cases skipped"),
+        ],
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def _nan_outputs(monkeypatch):
+    """Every buffer the op allocates starts as NaN, so unwritten memory fails the checks."""
+    monkeypatch.setenv("SRWM_FUSED_NAN_OUTPUTS", "1")
+
+
+def _fused():
+    from policies.srwm.ops.fused_recurrent import srwm_fused_recurrent
+
+    return srwm_fused_recurrent
+
+
+def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
+    got, ref = got.double().cpu(), ref.double().cpu()
+    assert not torch.isnan(got).any(), "NaN in the fused result (unwritten memory?)"
+    scale = ref.abs().max().item()
+    return (got - ref).abs().max().item() / max(scale, 1e-30)
+
+
+def make_inputs(T, B, h=H, d=D, device="cpu", seed=0, resets=True, state=True):
+    """Random (never zero) float64 inputs; resets in the middle of the sequence."""
+    g = torch.Generator().manual_seed(seed)
+    rows = 3 * d + 4
+    x = torch.randn(T, B, h, d, generator=g, dtype=torch.float64) * 1.5
+    w0 = torch.randn(h, rows, d, generator=g, dtype=torch.float64) / d**0.5
+    s0 = 0.3 * torch.randn(B, h, rows, d, generator=g, dtype=torch.float64) if state else None
+    es = None
+    if resets:
+        es = torch.rand(T, B, generator=g) < 0.15
+        for b in range(B):
+            es[(T * (b + 1)) // (B + 1), b] = True
+        if B > 1:
+            es[0, 1] = True
+    def put(t):
+        return None if t is None else t.to(device)
+
+    return put(x), put(w0), put(s0), put(es)
+
+
+def spec_reference(x, w0, state, episode_start):
+    """SPEC section 1 written out per (batch, head) with explicit row blocks, float64."""
+    T, B, h, d = x.shape
+    x, w0 = x.double().cpu(), w0.double().cpu()
+    ys = torch.zeros(T, B, h, d, dtype=torch.float64)
+    final = torch.zeros(B, h, 3 * d + 4, d, dtype=torch.float64)
+    for b in range(B):
+        for head in range(h):
+            s = torch.zeros(3 * d + 4, d, dtype=torch.float64)
+            if state is not None:
+                s = state[b, head].double().cpu().clone()
+            for t in range(T):
+                if episode_start is not None and bool(episode_start[t, b]):
+                    s = torch.zeros_like(s)
+                w = w0[head] + s
+                w_y, w_q, w_k, w_b = w[:d], w[d : 2 * d], w[2 * d : 3 * d], w[3 * d :]
+                xt = torch.softmax(x[t, b, head], 0)
+                ys[t, b, head] = w_y @ xt
+                q = torch.softmax(w_q @ xt, 0)
+                k = torch.softmax(w_k @ xt, 0)
+                rate = torch.sigmoid(w_b @ xt)
+                v, vbar = w @ q, w @ k
+                scale = torch.cat([rate[i].repeat(n) for i, n in enumerate((d, d, d, 4))])
+                s = s + torch.outer(scale * (v - vbar), k)
+            final[b, head] = s
+    return ys, final
+
+
+def manual_backward(x, w0, s0, es, dy, dfinal, every=4):
+    """The kernel's backward algorithm in plain PyTorch (FUSED.md): checkpoints every
+    `every` steps, replay of stored rank-1 updates, then the hand-derived step backward."""
+    T, B, h, d = x.shape
+    bshape = (B, 1, 1, 1)
+
+    def rates(beta):
+        return torch.cat([beta[..., i : i + 1].expand(*beta.shape[:-1], n)
+                          for i, n in enumerate((d, d, d, 4))], -1)
+
+    def step(w, xt):
+        a = F.softmax(xt, -1)
+        z = torch.einsum("bhrc,bhc->bhr", w, a)
+        _, zq, zk, zb = z.split((d, d, d, 4), -1)
+        q, k, beta = F.softmax(zq, -1), F.softmax(zk, -1), torch.sigmoid(zb)
+        return a, q, k, beta, torch.einsum("bhrc,bhc->bhr", w, q - k)
+
+    s, ckpts, us, ks = s0.clone(), [], [], []
+    for t in range(T):
+        if t % every == 0:
+            ckpts.append(s.clone())
+        s = torch.where(es[t].view(bshape), 0.0, s)
+        _, _, k, beta, u = step(w0 + s, x[t])
+        us.append(rates(beta) * u)
+        ks.append(k)
+        s = s + us[-1][..., None] * k[..., None, :]
+    g, dw0, dx = dfinal.clone(), torch.zeros_like(w0), torch.zeros_like(x)
+    for t in reversed(range(T)):
+        c = t // every
+        s = ckpts[c].clone()
+        for j in range(c * every, t):
+            s = torch.where(es[j].view(bshape), 0.0, s)
+            s = s + us[j][..., None] * ks[j][..., None, :]
+        s = torch.where(es[t].view(bshape), 0.0, s)
+        w = w0 + s
+        a, q, k, beta, u = step(w, x[t])
+        br = rates(beta)
+        gk = torch.einsum("bhrc,bhc->bhr", g, k)
+        du = br * gk
+        dbeta = torch.stack([p.sum(-1) for p in (u * gk).split((d, d, d, 4), -1)], -1)
+        dq = torch.einsum("bhrc,bhr->bhc", w, du)
+        dk = torch.einsum("bhrc,bhr->bhc", g, br * u) - dq
+        dz = torch.cat([dy[t], q * (dq - (dq * q).sum(-1, keepdim=True)),
+                        k * (dk - (dk * k).sum(-1, keepdim=True)), dbeta * beta * (1 - beta)], -1)
+        local = dz[..., None] * a[..., None, :] + du[..., None] * (q - k)[..., None, :]
+        da = torch.einsum("bhrc,bhr->bhc", w, dz)
+        dx[t] = a * (da - (da * a).sum(-1, keepdim=True))
+        dw0 += local.sum(0)
+        g = torch.where(es[t].view(bshape), 0.0, g + local)
+    return dx, dw0, g
+
+
+def test_backward_derivation_matches_autograd_float64():
+    """The hand-derived backward (the algorithm the kernel implements) equals autograd."""
+    for T, B in ((1, 1), (9, 3)):
+        x, w0, s0, es = make_inputs(T, B, d=8, seed=T)
+        leaves = [t.clone().requires_grad_() for t in (x, w0, s0)]
+        y, final = srwm_naive(*leaves, es)
+        dy, dfinal = torch.randn_like(y), torch.randn_like(final)
+        ref = torch.autograd.grad((y * dy).sum() + (final * dfinal).sum(), leaves)
+        got = manual_backward(x, w0, s0, es, dy, dfinal)
+        for r, m in zip(ref, got, strict=True):
+            torch.testing.assert_close(m, r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("T,B", [(1, 1), (7, 3), (33, 1), (33, 3)])
+def test_forward_matches_float64_spec(T, B):
+    x, w0, s0, es = make_inputs(T, B, seed=10 + T + B)
+    with torch.no_grad():
+        y, final = _fused()(x.float(), w0.float(), s0.float(), es)
+    y_ref, final_ref = spec_reference(x, w0, s0, es)
+    assert rel_err(y, y_ref) <= TOL
+    assert rel_err(final, final_ref) <= TOL
+
+
+def _check_against_naive(T, B, device, h=H, resets=True, state=True, every=16, seed=0):
+    x, w0, s0, es = make_inputs(T, B, h=h, device=device, seed=seed, resets=resets, state=state)
+    ins64 = [t for t in (x, w0, s0)]
+    ref_leaves = [None if t is None else t.clone().requires_grad_() for t in ins64]
+    y_ref, f_ref = srwm_naive(*ref_leaves, es)
+    g = torch.Generator().manual_seed(seed + 1)
+    dy = torch.randn(y_ref.shape, generator=g, dtype=torch.float64).to(device)
+    dfinal = torch.randn(f_ref.shape, generator=g, dtype=torch.float64).to(device)
+    live = [t for t in ref_leaves if t is not None]
+    grads_ref = torch.autograd.grad((y_ref * dy).sum() + (f_ref * dfinal).sum(), live)
+
+    leaves = [None if t is None else t.float().requires_grad_() for t in ins64]
+    y, final = _fused()(*leaves, es, checkpoint_every=every)
+    assert y.dtype == torch.float32 and final.dtype == torch.float32
+    grads = torch.autograd.grad(
+        (y * dy.float()).sum() + (final * dfinal.float()).sum(),
+        [t for t in leaves if t is not None],
+    )
+    errs = {"y": rel_err(y, y_ref), "final_state": rel_err(final, f_ref)}
+    for name, gg, gr in zip(("dx", "dw0", "dstate"), grads, grads_ref, strict=False):
+        errs[name] = rel_err(gg, gr)
+    assert max(errs.values()) <= TOL, errs
+    return errs
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("T", [1, 7, 33])
+@pytest.mark.parametrize("B", [1, 3])
+def test_matches_naive_with_gradients(T, B, device):
+    """Outputs, final state and gradients of x, w0, state (random cotangents on both)."""
+    _check_against_naive(T, B, device, seed=T * 10 + B)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device: GPU-size cases skipped")
+@pytest.mark.parametrize("T,B", [(50, 32), (100, 1), (256, 64)])
+def test_matches_naive_real_sizes_cuda(T, B):
+    _check_against_naive(T, B, "cuda", h=8, seed=T + B)
+
+
+@pytest.mark.parametrize("every", [1, 3, 64])
+def test_checkpoint_interval_does_not_change_results(every):
+    _check_against_naive(9, 2, "cpu", every=every, seed=every)
+
+
+def test_no_state_no_resets():
+    _check_against_naive(6, 2, "cpu", resets=False, state=False, seed=5)
+
+
+def test_reset_at_first_step_cuts_state_gradient():
+    x, w0, s0, es = make_inputs(5, 2, seed=3)
+    es[0] = True
+    s = s0.float().requires_grad_()
+    y, final = _fused()(x.float(), w0.float(), s, es)
+    (grad,) = torch.autograd.grad(y.sum() + final.square().sum(), [s])
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_no_grad_call_and_bf16_inputs():
+    x, w0, s0, es = make_inputs(5, 2, seed=4)
+    with torch.no_grad():
+        y, final = _fused()(x.float(), w0.float(), s0.float(), es)
+    y_ref, f_ref = spec_reference(x, w0, s0, es)
+    assert rel_err(y, y_ref) <= TOL and rel_err(final, f_ref) <= TOL
+    xb, wb, sb = (t.bfloat16() for t in (x, w0, s0))
+    yb, fb = _fused()(xb.requires_grad_(), wb, sb, es)
+    assert yb.dtype == torch.bfloat16 and fb.dtype == torch.bfloat16
+    y_ref, f_ref = spec_reference(xb.detach(), wb, sb, es)
+    assert rel_err(yb, y_ref) <= 1e-2 and rel_err(fb, f_ref) <= 1e-2
+    (gx,) = torch.autograd.grad(yb.float().sum(), [xb])
+    assert gx.dtype == torch.bfloat16 and torch.isfinite(gx).all()
+
+
+def test_nan_poison_is_active():
+    from policies.srwm.ops import fused_recurrent
+
+    buf = fused_recurrent._new((3, 4), torch.zeros(1))
+    assert torch.isnan(buf).all()
+
+
+def test_dispatcher_runs_fused_on_request():
+    from policies.srwm.ops import srwm
+
+    x, w0, s0, es = make_inputs(4, 2, seed=6)
+    y, final = srwm(x.float(), w0.float(), s0.float(), es, kernel="fused")
+    y_ref, f_ref = spec_reference(x, w0, s0, es)
+    assert rel_err(y, y_ref) <= TOL and rel_err(final, f_ref) <= TOL
+
+
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (lambda a: {**a, "x": a["x"][..., :12]}, ValueError, "power of two"),
+        (lambda a: {**a, "w0": a["w0"][:, :-1]}, ValueError, "w0 must have shape"),
+        (lambda a: {**a, "state": a["state"][:1]}, ValueError, "state must have shape"),
+        (lambda a: {**a, "episode_start": a["episode_start"][:-1]}, ValueError, "episode_start"),
+        (lambda a: {**a, "episode_start": a["episode_start"].float()}, TypeError, "bool"),
+        (lambda a: {**a, "x": a["x"].double()}, TypeError, "dtype"),
+        (lambda a: {**a, "w0": a["w0"].half()}, TypeError, "share one dtype"),
+        (lambda a: {**a, "x": a["x"][0]}, ValueError, r"\[T, B, H, d\]"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(change, error, match):
+    x, w0, s0, es = make_inputs(3, 2, seed=7)
+    args = {"x": x.float(), "w0": w0.float(), "state": s0.float(), "episode_start": es}
+    with pytest.raises(error, match=match):
+        _fused()(**change(args))
+
+
+def test_importing_policies_loads_no_triton():
+    code = (
+        "import sys, policies, policies.srwm.ops; "
+        "assert 'triton' not in sys.modules, 'triton imported at import time'"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True)
