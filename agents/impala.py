@@ -1,0 +1,218 @@
+"""IMPALA-style learner with V-trace (the SRWM paper's learner, SPEC section 4).
+
+Batches. The paper's batch is 32 sequences of `unroll` steps. Here one Rollout holds num_envs
+sequences; it is shuffled by env and split into num_envs / batch_size minibatches of
+batch_size whole sequences, one RMSprop step each (num_envs == batch_size: the rollout IS the
+batch). When num_envs < batch_size the whole rollout is one batch of num_envs sequences.
+num_envs must otherwise be a multiple of batch_size.
+
+Loss per batch, summed over time and batch like TorchBeast (the RMSprop eps of 0.01 and the
+grad clip of 40 are calibrated for sums):
+    policy gradient with V-trace advantages  -sum(rho_t A_t log pi(a_t))
+  + baseline_cost * 0.5 * sum((v_t - V(x_t))^2)
+  + entropy_coef * sum(-entropy)
+with rewards clipped to [-reward_clip, reward_clip] and discounts gamma * (1 - done).
+Each sequence is replayed from its stored initial state with its stored episode_start mask,
+one step longer than the segment: the extra step is the bootstrap observation, whose value
+(under the learner's current parameters, no gradient into the targets) is V(x_T).
+
+Actor lag (`actor_lag`). In IMPALA the actors act with parameters that lag the learner and
+V-trace corrects for it. This learner exposes `acting_policy`, the module a RolloutCollector
+should act with. With actor_lag = 0 (default) it IS the trained policy: acting is on-policy
+for the first minibatch of each rollout (later minibatches of the same rollout are already a
+few steps off-policy). With actor_lag = 1 it is a separate copy that, at the start of every
+update, receives the parameters from before that update, so each segment is collected with
+parameters exactly one update old, as when the next segment is collected while the update
+runs. Collection still runs sequentially (no background thread: on a 2-core CPU a thread
+would only contend for the same cores); the lag reproduces the off-policyness, not the
+overlap. The mean importance ratio pi/mu is logged as losses/importance_ratio either way.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from policies.state import index_state
+
+from .ppo import explained_variance
+from .returns import vtrace
+from .rollout import Rollout
+
+
+@dataclass
+class VTraceConfig:
+    """V-trace learner hyperparameters (defaults: the SRWM paper's IMPALA, SPEC section 4)."""
+
+    lr: float = 6e-4
+    """RMSprop learning rate at the start; decayed linearly to 0 over total_steps."""
+    rmsprop_alpha: float = 0.99
+    """RMSprop smoothing constant."""
+    rmsprop_eps: float = 0.01
+    """RMSprop epsilon."""
+    rmsprop_momentum: float = 0.0
+    """RMSprop momentum."""
+    anneal_lr: bool = True
+    """Linear learning-rate decay to 0 over total_steps (env steps consumed by the learner)."""
+    max_grad_norm: float = 40.0
+    """Global gradient-norm clip."""
+    entropy_coef: float = 0.01
+    """Entropy cost."""
+    baseline_cost: float = 0.5
+    """Baseline cost; the value loss is baseline_cost * 0.5 * squared error."""
+    gamma: float = 0.99
+    """Discount factor."""
+    reward_clip: float = 1.0
+    """Rewards are clipped to [-reward_clip, reward_clip] in the loss."""
+    rho_bar: float = 1.0
+    """V-trace truncation of the importance weights in the value targets and policy gradient."""
+    c_bar: float = 1.0
+    """V-trace truncation of the trace coefficients."""
+    lam: float = 1.0
+    """V-trace lambda (scales the trace coefficients)."""
+    batch_size: int = 32
+    """Sequences per optimizer step; a rollout of num_envs sequences gives num_envs /
+    batch_size steps (min(batch_size, num_envs) is used when num_envs is smaller)."""
+    actor_lag: int = 0
+    """0: act with the trained parameters; 1: act with parameters one update old (see module
+    docstring)."""
+
+
+def effective_batch_size(cfg: VTraceConfig, num_envs: int) -> int:
+    """The batch actually used: min(batch_size, num_envs)."""
+    return min(cfg.batch_size, num_envs)
+
+
+def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
+    """Raise ValueError (one line, naming the bad value and the valid ones) for impossible
+    settings."""
+    if cfg.batch_size < 1:
+        raise ValueError(f"V-trace batch_size must be >= 1, got {cfg.batch_size}")
+    b = effective_batch_size(cfg, num_envs)
+    if num_envs % b != 0:
+        valid = [d for d in range(1, num_envs + 1) if num_envs % d == 0]
+        raise ValueError(
+            f"V-trace batch_size {cfg.batch_size} must divide num_envs {num_envs}; "
+            f"valid: {', '.join(map(str, valid))} (or any value >= {num_envs})"
+        )
+    if cfg.actor_lag not in (0, 1):
+        raise ValueError(f"actor_lag must be 0 or 1, got {cfg.actor_lag}")
+    for name in ("lr", "rmsprop_eps", "max_grad_norm", "rho_bar", "c_bar"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"V-trace {name} must be positive, got {getattr(cfg, name)}")
+
+
+class VTraceLearner:
+    """IMPALA-style learner (see module docstring). Owns RMSprop and the linear LR decay;
+    `state_dict()` holds both and the update counter."""
+
+    algo = "vtrace"
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        cfg: VTraceConfig,
+        *,
+        num_envs: int,
+        unroll: int,
+        total_steps: int,
+    ) -> None:
+        check_vtrace_config(cfg, num_envs)
+        self.policy = policy
+        self.cfg = cfg
+        self.num_envs, self.unroll = num_envs, unroll
+        self.batch_size = effective_batch_size(cfg, num_envs)
+        self.acting_policy = copy.deepcopy(policy) if cfg.actor_lag else policy
+        self.optimizer = torch.optim.RMSprop(
+            policy.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+            momentum=cfg.rmsprop_momentum,
+        )
+        steps_per_opt = self.batch_size * unroll
+        total = max(1, int(total_steps))
+
+        def lr_factor(k: int) -> float:
+            return 1.0 - min(k * steps_per_opt, total) / total if cfg.anneal_lr else 1.0
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+        self.updates = 0
+
+    def sync_acting_policy(self) -> None:
+        """Copy the trained parameters into the acting copy (no-op without lag)."""
+        if self.acting_policy is not self.policy:
+            self.acting_policy.load_state_dict(self.policy.state_dict())
+
+    def _batch_loss(self, rollout: Rollout, idx: torch.Tensor):
+        """Replay sequences `idx` (plus the bootstrap step); return (loss, stats)."""
+        cfg, b = self.cfg, rollout.bootstrap
+        obs = torch.cat([rollout.obs[:, idx], b.obs[idx].unsqueeze(0)])
+        rewards_in = torch.cat([rollout.rewards_in[:, idx], b.reward_in[idx].unsqueeze(0)])
+        starts = torch.cat([rollout.episode_start[:, idx], b.episode_start[idx].unsqueeze(0)])
+        logits, values, _ = self.policy(obs, rewards_in, starts,
+                                        index_state(rollout.init_state, idx))
+        dist = torch.distributions.Categorical(logits=logits[:-1])
+        target_logp = dist.log_prob(rollout.actions[:, idx])  # [T, b]
+        rewards = rollout.rewards[:, idx].clamp(-cfg.reward_clip, cfg.reward_clip)
+        discounts = cfg.gamma * (~rollout.dones[:, idx]).to(values.dtype)
+        vt = vtrace(rollout.logprobs[:, idx], target_logp.detach(), rewards, values[:-1].detach(),
+                    values[-1].detach(), discounts, rho_bar=cfg.rho_bar, c_bar=cfg.c_bar,
+                    lam=cfg.lam)
+        pg_loss = -(target_logp * vt.pg_advantages).sum()
+        baseline_loss = cfg.baseline_cost * 0.5 * ((vt.vs - values[:-1]) ** 2).sum()
+        entropy = dist.entropy()
+        loss = pg_loss + baseline_loss - cfg.entropy_coef * entropy.sum()
+        with torch.no_grad():
+            logratio = vt.rhos.log()
+            stats = {
+                "losses/policy": pg_loss.item(),
+                "losses/value": baseline_loss.item(),
+                "losses/entropy": entropy.mean().item(),
+                "losses/approx_kl": ((vt.rhos - 1) - logratio).mean().item(),
+                "losses/clipfrac": (vt.rhos > cfg.rho_bar).float().mean().item(),
+                "losses/importance_ratio": vt.rhos.mean().item(),
+                "losses/explained_variance": explained_variance(values[:-1], vt.vs),
+            }
+        return loss, stats
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One optimizer step per batch of whole sequences; returns mean metrics."""
+        if self.cfg.actor_lag:
+            self.sync_acting_policy()  # the next segment acts with the pre-update parameters
+        B = rollout.num_envs
+        perm = torch.randperm(B, device=rollout.obs.device)
+        sums: dict[str, float] = {}
+        n = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        for start in range(0, B, self.batch_size):
+            loss, stats = self._batch_loss(rollout, perm[start:start + self.batch_size])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+        self.updates += 1
+        metrics = {k: v / n for k, v in sums.items()}
+        metrics["charts/learning_rate"] = lr
+        for k, v in self.policy.state_metrics(rollout.final_state).items():
+            metrics[f"core/{k}"] = v
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore optimizer, schedule and counter; also re-syncs the acting copy from the
+        policy (load the policy's weights BEFORE calling this)."""
+        self.optimizer.load_state_dict(d["optimizer"])
+        self.scheduler.load_state_dict(d["scheduler"])
+        self.updates = int(d["updates"])
+        self.sync_acting_policy()

@@ -1,0 +1,248 @@
+"""Recurrent PPO (the Procgen paper's learner, SPEC section 4) on one Rollout per update.
+
+Read top to bottom: `update` = normalise rewards -> bootstrap value -> GAE -> epochs over
+minibatches of whole env sequences, each replayed from its stored initial state with its
+stored episode_start mask (so the first minibatch of the first epoch reproduces the
+behaviour log-probs exactly: ratio 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from policies.state import index_state
+
+from .returns import gae
+from .rollout import Rollout
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters (defaults: the Procgen paper's PPO, SPEC section 4)."""
+
+    lr: float = 5e-4
+    """Adam learning rate."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    gamma: float = 0.999
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    epochs: int = 3
+    """Passes over each rollout."""
+    num_minibatches: int = 8
+    """Minibatches per epoch; each holds num_envs / num_minibatches whole env sequences."""
+    clip: float = 0.2
+    """PPO ratio clip range (also the value clip range when clip_value)."""
+    clip_value: bool = True
+    """Clip the value update around the behaviour values (Procgen PPO)."""
+    value_coef: float = 0.5
+    """Weight of the value loss 0.5 * max(squared errors)."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    normalize_rewards: bool = True
+    """Divide rewards by a running std of the discounted return, then clip to +-reward_clip."""
+    reward_clip: float = 10.0
+    """Clip of the normalised rewards."""
+    normalize_advantages: bool = True
+    """Normalise advantages to mean 0, std 1 per minibatch."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over total_steps."""
+
+
+def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
+    """Raise ValueError (one line, naming the bad value and the valid ones) for impossible
+    settings."""
+    if cfg.num_minibatches < 1 or num_envs % cfg.num_minibatches != 0:
+        divisors = [d for d in range(1, num_envs + 1) if num_envs % d == 0]
+        raise ValueError(
+            f"num_minibatches {cfg.num_minibatches} must divide num_envs {num_envs}; "
+            f"valid: {', '.join(map(str, divisors))}"
+        )
+    if cfg.epochs < 1:
+        raise ValueError(f"PPO epochs must be >= 1, got {cfg.epochs}")
+    for name in ("lr", "adam_eps", "clip", "max_grad_norm"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"PPO {name} must be positive, got {getattr(cfg, name)}")
+    if not (0.0 <= cfg.gamma <= 1.0 and 0.0 <= cfg.gae_lambda <= 1.0):
+        raise ValueError(
+            f"PPO gamma and gae_lambda must lie in [0, 1], got {cfg.gamma}, {cfg.gae_lambda}"
+        )
+
+
+class RewardNormalizer:
+    """Scales rewards by the running std of the discounted return (Procgen / baselines
+    VecNormalize): ret <- ret * gamma + r; update the running variance of ret; r / sqrt(var +
+    eps), clipped to +-clip; ret <- 0 where the episode ended. One return accumulator per env."""
+
+    def __init__(self, num_envs: int, gamma: float, clip: float, eps: float = 1e-8) -> None:
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.ret = torch.zeros(num_envs, dtype=torch.float64)
+        self.mean = torch.zeros((), dtype=torch.float64)
+        self.var = torch.ones((), dtype=torch.float64)
+        self.count = 1e-4
+
+    def _update(self, x: torch.Tensor) -> None:
+        batch_mean, batch_var, n = x.mean(), x.var(unbiased=False), x.numel()
+        delta, total = batch_mean - self.mean, self.count + n
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean = self.mean + delta * n / total
+        self.var = m2 / total
+        self.count = total
+
+    def __call__(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """rewards [T, B], dones [T, B] -> normalised rewards [T, B] (same device and dtype)."""
+        r64 = rewards.detach().to("cpu", torch.float64)
+        d = dones.detach().to("cpu")
+        out = torch.empty_like(r64)
+        for t in range(r64.shape[0]):
+            self.ret = self.ret * self.gamma + r64[t]
+            self._update(self.ret)
+            out[t] = r64[t] / torch.sqrt(self.var + self.eps)
+            self.ret[d[t]] = 0.0
+        return out.clamp(-self.clip, self.clip).to(device=rewards.device, dtype=rewards.dtype)
+
+    def state_dict(self) -> dict:
+        return {"ret": self.ret.clone(), "mean": float(self.mean), "var": float(self.var),
+                "count": float(self.count)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.ret = torch.as_tensor(d["ret"], dtype=torch.float64).clone()
+        self.mean = torch.tensor(float(d["mean"]), dtype=torch.float64)
+        self.var = torch.tensor(float(d["var"]), dtype=torch.float64)
+        self.count = float(d["count"])
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - pred] / Var[target] (nan when the target is constant)."""
+    var = target.var()
+    return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)
+
+
+class PPO:
+    """Recurrent PPO learner (see module docstring). Owns the Adam optimizer, the LR schedule
+    and the reward normaliser; `state_dict()` holds all three and the update counter."""
+
+    algo = "ppo"
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        cfg: PPOConfig,
+        *,
+        num_envs: int,
+        unroll: int,
+        total_steps: int,
+    ) -> None:
+        check_ppo_config(cfg, num_envs)
+        self.policy = policy
+        self.acting_policy = policy
+        self.cfg = cfg
+        self.num_envs, self.unroll = num_envs, unroll
+        self.num_updates = max(1, total_steps // (num_envs * unroll))
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+
+        def lr_factor(k: int) -> float:
+            return max(0.0, 1.0 - k / self.num_updates) if cfg.anneal_lr else 1.0
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+        self.reward_normalizer = RewardNormalizer(num_envs, cfg.gamma, cfg.reward_clip)
+        self.updates = 0
+        self.first_minibatch_ratio: torch.Tensor | None = None  # for tests: ratios, first mb
+
+    @torch.no_grad()
+    def _targets(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantages and returns [T, B] from (normalised) rewards and the bootstrap value."""
+        b = rollout.bootstrap
+        _, last_value, _ = self.policy(
+            b.obs.unsqueeze(0), b.reward_in.unsqueeze(0), b.episode_start.unsqueeze(0), b.state
+        )
+        rewards = rollout.rewards
+        if self.cfg.normalize_rewards:
+            rewards = self.reward_normalizer(rewards, rollout.dones)
+        return gae(rewards, rollout.values, rollout.dones, last_value[0], self.cfg.gamma,
+                   self.cfg.gae_lambda)
+
+    def _minibatch_loss(self, rollout, idx, advantages, returns):
+        """Replay envs `idx` from their stored initial state; return (loss, stats)."""
+        cfg = self.cfg
+        logits, values, _ = self.policy(
+            rollout.obs[:, idx], rollout.rewards_in[:, idx], rollout.episode_start[:, idx],
+            index_state(rollout.init_state, idx),
+        )
+        dist = torch.distributions.Categorical(logits=logits)
+        logratio = dist.log_prob(rollout.actions[:, idx]) - rollout.logprobs[:, idx]
+        ratio = logratio.exp()
+        adv = advantages[:, idx]
+        if cfg.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
+        ret, old_v = returns[:, idx], rollout.values[:, idx]
+        v_err = (values - ret) ** 2
+        if cfg.clip_value:
+            v_clipped = old_v + (values - old_v).clamp(-cfg.clip, cfg.clip)
+            v_err = torch.max(v_err, (v_clipped - ret) ** 2)
+        v_loss = 0.5 * v_err.mean()
+        entropy = dist.entropy().mean()
+        loss = pg_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss
+        with torch.no_grad():
+            stats = {
+                "losses/policy": pg_loss.item(),
+                "losses/value": v_loss.item(),
+                "losses/entropy": entropy.item(),
+                "losses/approx_kl": ((ratio - 1) - logratio).mean().item(),
+                "losses/clipfrac": ((ratio - 1).abs() > cfg.clip).float().mean().item(),
+                "losses/importance_ratio": ratio.mean().item(),
+            }
+        return loss, stats, ratio.detach()
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One PPO update (epochs x minibatches) on the rollout; returns mean metrics."""
+        cfg = self.cfg
+        advantages, returns = self._targets(rollout)
+        B = rollout.num_envs
+        mb_size = B // cfg.num_minibatches
+        sums: dict[str, float] = {}
+        n = 0
+        for epoch in range(cfg.epochs):
+            perm = torch.randperm(B, device=rollout.obs.device)
+            for start in range(0, B, mb_size):
+                idx = perm[start:start + mb_size]
+                loss, stats, ratio = self._minibatch_loss(rollout, idx, advantages, returns)
+                if epoch == 0 and start == 0:
+                    self.first_minibatch_ratio = ratio
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.updates += 1
+        metrics = {k: v / n for k, v in sums.items()}
+        metrics["losses/explained_variance"] = explained_variance(rollout.values, returns)
+        metrics["charts/learning_rate"] = lr
+        for k, v in self.policy.state_metrics(rollout.final_state).items():
+            metrics[f"core/{k}"] = v
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "reward_normalizer": self.reward_normalizer.state_dict(),
+            "updates": self.updates,
+        }
+
+    def load_state_dict(self, d: dict) -> None:
+        self.optimizer.load_state_dict(d["optimizer"])
+        self.scheduler.load_state_dict(d["scheduler"])
+        self.reward_normalizer.load_state_dict(d["reward_normalizer"])
+        self.updates = int(d["updates"])

@@ -1,0 +1,154 @@
+"""PPO and V-trace learners: state replay (ratio 1), configs, metrics, state_dict round trip."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from agents.impala import VTraceConfig
+from agents.learners import make_learner
+from agents.ppo import PPOConfig, RewardNormalizer
+from agents.rollout import RolloutCollector
+
+
+@pytest.mark.parametrize("core", ["srwm", "lstm"])
+@pytest.mark.parametrize("state_reset", ["never", "episode", "span"])
+def test_ppo_first_minibatch_ratio_is_one(make_tiny_policy, fake_env, core, state_reset):
+    """Replaying each sequence from its stored initial state with its stored mask reproduces
+    the behaviour log-probs: ratio 1 on the first minibatch of the first epoch (also on a
+    segment that does not start from a zero state)."""
+    policy = make_tiny_policy(core)
+    learner = make_learner("ppo", policy, num_envs=4, unroll=6, total_steps=10_000,
+                           device="cpu", ppo_cfg=PPOConfig(num_minibatches=2, epochs=2),
+                           vtrace_cfg=VTraceConfig())
+    collector = RolloutCollector(fake_env(4), learner.acting_policy, 6, state_reset)
+    for _ in range(2):
+        ro = collector.collect()
+        if core == "srwm":
+            assert any(s.abs().sum() > 0 for s in ro.init_state) or _ == 0
+        metrics = learner.update(ro)
+        ratio = learner.first_minibatch_ratio
+        assert ratio.shape == (6, 2)
+        torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-6)
+    # later minibatches have moved away from the behaviour policy
+    assert metrics["losses/approx_kl"] >= 0
+    assert any(k.startswith("core/") for k in metrics)
+
+
+@pytest.mark.parametrize("actor_lag", [0, 1])
+def test_vtrace_importance_ratio(make_tiny_policy, fake_env, actor_lag):
+    """Without lag the first batch is on-policy (ratio 1); with lag 1 the second rollout was
+    collected with the parameters from before the first update, so its ratios differ from 1."""
+    policy = make_tiny_policy("srwm")
+    cfg = VTraceConfig(batch_size=4, actor_lag=actor_lag, lr=5e-3)
+    learner = make_learner("vtrace", policy, num_envs=4, unroll=5, total_steps=10_000,
+                           device="cpu", ppo_cfg=PPOConfig(), vtrace_cfg=cfg)
+    collector = RolloutCollector(fake_env(4), learner.acting_policy, 5, "never")
+    m1 = learner.update(collector.collect())
+    assert m1["losses/importance_ratio"] == pytest.approx(1.0, abs=1e-6)
+    m2 = learner.update(collector.collect())
+    if actor_lag:
+        assert learner.acting_policy is not policy
+        assert abs(m2["losses/importance_ratio"] - 1.0) > 1e-4
+    else:
+        assert learner.acting_policy is policy
+        assert m2["losses/importance_ratio"] == pytest.approx(1.0, abs=1e-6)
+    for key in ("losses/policy", "losses/value", "losses/entropy", "losses/approx_kl",
+                "losses/clipfrac", "losses/explained_variance", "charts/learning_rate"):
+        assert key in m2
+
+
+def test_vtrace_learning_rate_decays_linearly_to_zero(make_tiny_policy, fake_env):
+    policy = make_tiny_policy("ff")
+    # 4 envs, batch 2, unroll 5: 2 optimizer steps of 10 env steps per rollout; total 40
+    learner = make_learner("vtrace", policy, num_envs=4, unroll=5, total_steps=40,
+                           device="cpu", vtrace_cfg=VTraceConfig(batch_size=2))
+    collector = RolloutCollector(fake_env(4), policy, 5, "never")
+    lrs = []
+    for _ in range(2):
+        lrs.append(learner.update(collector.collect())["charts/learning_rate"])
+    assert lrs == pytest.approx([6e-4, 6e-4 * 0.5])
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+def test_configs_round_trip_through_json():
+    for cls in (PPOConfig, VTraceConfig):
+        d = json.loads(json.dumps(dataclasses.asdict(cls())))
+        assert cls(**d) == cls()
+    assert PPOConfig().lr == 5e-4 and PPOConfig().gamma == 0.999
+    assert VTraceConfig().lr == 6e-4 and VTraceConfig().batch_size == 32
+
+
+def test_bad_settings_give_one_clear_line(make_tiny_policy):
+    policy = make_tiny_policy("ff")
+    with pytest.raises(ValueError, match=r"num_minibatches 3 must divide num_envs 8; valid: "
+                                         r"1, 2, 4, 8"):
+        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     ppo_cfg=PPOConfig(num_minibatches=3))
+    with pytest.raises(ValueError, match="batch_size 16 must divide num_envs 24"):
+        make_learner("vtrace", policy, num_envs=24, unroll=4, total_steps=100, device="cpu",
+                     vtrace_cfg=VTraceConfig(batch_size=16))
+    with pytest.raises(ValueError, match="unknown algo 'a2c'; valid: ppo, vtrace"):
+        make_learner("a2c", policy, num_envs=8, unroll=4, total_steps=100, device="cpu")
+    # fewer envs than the batch: the whole rollout is one batch
+    learner = make_learner("vtrace", policy, num_envs=4, unroll=4, total_steps=100,
+                           device="cpu", vtrace_cfg=VTraceConfig())
+    assert learner.batch_size == 4
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vtrace"])
+def test_learner_state_dict_round_trip(make_tiny_policy, fake_env, algo):
+    """A learner restored from state_dict (with the policy's weights) continues exactly like
+    the original: same parameters after one more update on the same rollout."""
+    cfgs = dict(ppo_cfg=PPOConfig(num_minibatches=2, anneal_lr=True),
+                vtrace_cfg=VTraceConfig(batch_size=2))
+    policy = make_tiny_policy("lstm")
+    learner = make_learner(algo, policy, num_envs=4, unroll=5, total_steps=400, device="cpu",
+                           **cfgs)
+    collector = RolloutCollector(fake_env(4), policy, 5, "episode")
+    learner.update(collector.collect())
+    saved_policy = {k: v.clone() for k, v in policy.state_dict().items()}
+    saved = copy.deepcopy(learner.state_dict())  # as if saved to disk: no shared tensors
+    ro = collector.collect()
+
+    policy2 = make_tiny_policy("lstm", seed=1)
+    policy2.load_state_dict(saved_policy)
+    learner2 = make_learner(algo, policy2, num_envs=4, unroll=5, total_steps=400,
+                            device="cpu", **cfgs)
+    learner2.load_state_dict(saved)
+    assert learner2.updates == 1
+    torch.manual_seed(7)
+    m1 = learner.update(ro)
+    torch.manual_seed(7)
+    m2 = learner2.update(ro)
+    assert m1 == m2
+    for (k, a), b in zip(policy.state_dict().items(), policy2.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_reward_normalizer_matches_running_return_std():
+    """Scale = 1 / std of all discounted returns seen so far (one accumulator per env, reset
+    at episode ends); normalised rewards clipped at +-clip."""
+    torch.manual_seed(0)
+    norm = RewardNormalizer(num_envs=3, gamma=0.9, clip=10.0)
+    rewards = torch.randn(6, 3)
+    dones = torch.zeros(6, 3, dtype=torch.bool)
+    dones[2, 1] = True
+    out = norm(rewards, dones)
+    rets, ret = [], torch.zeros(3, dtype=torch.float64)
+    for t in range(6):
+        ret = ret * 0.9 + rewards[t].double()
+        rets.append(ret.clone())
+        seen = torch.cat(rets)
+        # the running stats start from a tiny pseudo-count (1e-4) at var 1
+        var = (seen.var(unbiased=False) * seen.numel() + 1e-4) / (seen.numel() + 1e-4)
+        torch.testing.assert_close(out[t].double(), rewards[t].double() / torch.sqrt(var + 1e-8),
+                                   rtol=1e-4, atol=1e-5)
+        ret[dones[t]] = 0.0
+    big = norm(torch.full((1, 3), 1e6), torch.zeros(1, 3, dtype=torch.bool))
+    assert big.max() <= 10.0
