@@ -56,9 +56,11 @@ def _new(shape, like: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     return torch.empty(shape, device=like.device, dtype=dtype)
 
 
-def _num_warps(d: int) -> int:
-    """Warps per program (untuned guess: see FUSED.md)."""
-    return 2 if d <= 16 else 4
+def _num_warps(d: int, backward: bool) -> int:
+    """Warps per program: the fewest that compile for sm_90 without register spills at d <= 32
+    (ptxas reports, FUSED.md); not tuned on a GPU."""
+    fwd = {2: 1, 4: 1, 8: 1, 16: 2, 32: 4, 64: 8}[d]
+    return 2 * fwd if backward else fwd
 
 
 def _validate(x, w0, state, episode_start) -> None:
@@ -139,7 +141,7 @@ class _SRWMFused(torch.autograd.Function):
                 y, final, ckpts, u, kv,
                 T, B, H, nc,
                 HAS_S0=sf is not None, HAS_ES=es is not None, SAVE=save,
-                D=d, CK=ck, num_warps=_num_warps(d),
+                D=d, CK=ck, num_warps=_num_warps(d, backward=False),
             )
         if save:
             ctx.save_for_backward(xf, wf, es if es is not None else xf, ckpts, u, kv)
@@ -163,7 +165,7 @@ class _SRWMFused(torch.autograd.Function):
                 xf, wf, es, dyf, dsf, ckpts, u, kv,
                 dx, dw0p, ds0,
                 T, B, H, nc,
-                HAS_ES=has_es, D=d, CK=ck, num_warps=_num_warps(d),
+                HAS_ES=has_es, D=d, CK=ck, num_warps=_num_warps(d, backward=True),
             )
         dw0 = dw0p.sum(0)
         return (
