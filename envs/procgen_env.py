@@ -41,6 +41,11 @@ from envs.games import GAMES, SYNTHETIC_TASKS, resolve_games
 
 DISTRIBUTION_MODES: tuple[str, ...] = ("easy", "hard", "extreme", "memory")
 NUM_ACTIONS = 15
+# ProcGen aborts the whole process (a C++ assertion) for a game outside these sets.
+MODE_GAMES: dict[str, tuple[str, ...]] = {
+    "memory": ("caveflyer", "dodgeball", "heist", "jumper", "maze", "miner"),
+    "extreme": ("chaser", "dodgeball", "leaper", "starpilot"),
+}
 
 
 def _import_procgen_env() -> type:
@@ -73,6 +78,19 @@ def validate_level_args(distribution_mode: str, num_levels: int, start_level: in
         )
     if not _is_int(start_level) or start_level < 0:
         raise ValueError(f"start_level must be an integer >= 0, got {start_level!r}")
+
+
+def validate_mode_games(distribution_mode: str, games: Sequence[str]) -> None:
+    """Raise ValueError for a game that ProcGen does not offer in ``distribution_mode``."""
+    allowed = MODE_GAMES.get(distribution_mode)
+    if allowed is None:
+        return
+    bad = [g for g in games if g not in allowed]
+    if bad:
+        raise ValueError(
+            f"distribution_mode {distribution_mode!r} does not support {', '.join(bad)}; "
+            f"games with {distribution_mode!r}: {', '.join(allowed)}"
+        )
 
 
 def validate_num_envs(num_envs: int, num_games: int, games: Sequence[str]) -> None:
@@ -110,6 +128,7 @@ class ProcgenVecEnv(GameVecEnv):
         games = list(games)
         validate_num_envs(num_envs, len(games), games)
         validate_level_args(distribution_mode, num_levels, start_level)
+        validate_mode_games(distribution_mode, games)
         procgen_env_cls = _import_procgen_env()
         self.distribution_mode = distribution_mode
         self.num_levels = int(num_levels)
@@ -134,6 +153,7 @@ class ProcgenVecEnv(GameVecEnv):
             self._info_buffers: dict[str, np.ndarray] | None = info_buffers
         else:
             self._info_buffers = None
+        self._reset_infos(self._level_seeds()[0])
 
     @property
     def procgen_env(self) -> Any:
