@@ -1,0 +1,439 @@
+"""The command line of eval_rl.py: evaluate checkpoints, or draw learning curves (``plot``).
+
+    python eval_rl.py RUN_DIR_OR_CHECKPOINT [MORE ...] [options]     # evaluate
+    python eval_rl.py plot RUN_DIR [MORE ...] --out DIR              # learning curves
+
+The first word ``plot`` selects the plot mode; a run dir literally named ``plot`` is evaluated
+as ``./plot``. Errors a user can cause print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+EXIT_USAGE = 2
+DEFAULT_EPISODES = 200
+DEFAULT_ENVS_PER_GAME = 8
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class UsageError(Exception):
+    """Bad user input: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (no usage block) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def _split_list(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def build_eval_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="eval_rl.py",
+        description="Evaluate trained agents on ProcGen level splits: per-game returns, "
+        "normalized scores with bootstrap 95%% CIs, comparison tables, plots, video. "
+        "Use `eval_rl.py plot RUN ...` for learning curves from TensorBoard logs.",
+    )
+    p.add_argument("agents", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT",
+                   help="run dirs (their latest checkpoint) or checkpoint files")
+    p.add_argument("--split", action="append", metavar="NAME",
+                   help="level split(s): train, test1, test2, test3, all; repeat the option or "
+                   "give a comma list (default: test1)")
+    p.add_argument("--start-level", type=int, default=None,
+                   help="first level of a custom level range (instead of --split; default 0)")
+    p.add_argument("--num-levels", type=int, default=None,
+                   help="number of levels of a custom range, 0 = all levels (default 200)")
+    p.add_argument("--games", default=None,
+                   help="games to evaluate: names, comma list, alias (paper6, memory4, all) or a "
+                   "synthetic task (default: the games the agent trained on)")
+    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES,
+                   help="episodes per game (default 200, as published)")
+    p.add_argument("--sample", action="store_true",
+                   help="sample actions from the policy (default: greedy argmax)")
+    p.add_argument("--state-reset", default=None, metavar="MODE",
+                   help="state lifetime: never | episode | span (span resets every `unroll` "
+                   "steps of the trained config; default: as trained)")
+    p.add_argument("--distribution-mode", default=None,
+                   help="ProcGen distribution mode (default: as trained)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the levels, the action sampling and the bootstrap (default 0)")
+    p.add_argument("--num-envs", type=int, default=None,
+                   help="parallel envs in total, a multiple of the number of games "
+                   f"(default: {DEFAULT_ENVS_PER_GAME} per game, at most --episodes per game)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--out", default="eval_out",
+                   help="output directory for results.json/.csv, tables and plots "
+                   "(default ./eval_out)")
+    p.add_argument("--bootstrap-resamples", type=int, default=9999,
+                   help="bootstrap resamples for the 95%% CIs (default 9999)")
+    p.add_argument("--metrics-every", type=int, default=1,
+                   help="log the core's state metrics every k steps (default 1; 0 = never)")
+    p.add_argument("--video", default=None, metavar="PATH",
+                   help="write a video of the agent playing (.mp4, .mkv, .mov or .gif); with "
+                   "several agents, PATH gets a _<agent> suffix per agent")
+    p.add_argument("--video-steps", type=int, default=300,
+                   help="steps (= frames) to record at most (default 300)")
+    p.add_argument("--video-envs", type=int, default=None,
+                   help="envs tiled in the video (default: one per game, at least 4, at most 16)")
+    p.add_argument("--video-scale", type=int, default=4,
+                   help="nearest-neighbour upscaling of the 64x64 frames (default 4)")
+    p.add_argument("--video-fps", type=int, default=15, help="frames per second (default 15)")
+    return p
+
+
+def build_plot_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="eval_rl.py plot",
+                description="Learning curves from runs' TensorBoard logs (RUN_DIR/tb) to PNG: "
+                "episodic return per game and the normalized score aggregate, against env steps.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="eval_out", help="output directory (default ./eval_out)")
+    p.add_argument("--smoothing", type=float, default=0.6,
+                   help="TensorBoard-style EMA weight in [0, 1) (default 0.6; 0 = raw)")
+    return p
+
+
+# ---------------------------------------------------------------------- helpers
+def levels_overlap(a_start: int, a_num: int, b_start: int, b_num: int) -> bool:
+    """Do level ranges [start, start+num) intersect? num = 0 means every level."""
+    if a_num == 0 or b_num == 0:
+        return True
+    return a_start < b_start + b_num and b_start < a_start + a_num
+
+
+def resolve_splits(args) -> list[tuple[str, int, int]]:
+    """[(name, start_level, num_levels)] from --split or --start-level/--num-levels."""
+    from envs import SPLITS
+
+    splits = _split_list(args.split)
+    custom = args.start_level is not None or args.num_levels is not None
+    if custom and splits:
+        raise UsageError("give either --split or --start-level/--num-levels, not both")
+    if custom:
+        start = 0 if args.start_level is None else args.start_level
+        num = 200 if args.num_levels is None else args.num_levels
+        if start < 0:
+            raise UsageError(f"--start-level must be >= 0, got {start}")
+        if num < 0:
+            raise UsageError(f"--num-levels must be >= 0 (0 = all levels), got {num}")
+        return [(f"levels{start}+{num if num else 'all'}", start, num)]
+    out = []
+    for name in splits or ["test1"]:
+        if name not in SPLITS:
+            raise UsageError(f"unknown split {name!r}; valid splits: {', '.join(SPLITS)} "
+                             "(or use --start-level/--num-levels)")
+        if name not in [s[0] for s in out]:
+            out.append((name, *SPLITS[name]))
+    return out
+
+
+def pick_device(spec: str):
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or re.fullmatch(r"cuda:\d+", spec):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {spec!r} requested but CUDA is not available here; "
+                             "valid: auto, cpu")
+        return torch.device(spec)
+    raise UsageError(f"unknown --device {spec!r}; valid: auto, cpu, cuda, cuda:N")
+
+
+def agent_names(paths: list[str]) -> list[str]:
+    """Short unique names: a run dir's name; for a checkpoint file inside RUN/checkpoints,
+    RUN@<step>; else the file stem. Duplicates get -2, -3, ..."""
+    names: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.suffix == ".pt":
+            m = re.match(r"ckpt_0*(\d+)$", p.stem)
+            if p.parent.name == "checkpoints" and m:
+                name = f"{p.resolve().parent.parent.name}@{m.group(1)}"
+            else:
+                name = p.stem
+        else:
+            name = p.resolve().name or "run"
+        name = re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)
+        base, k = name, 2
+        while name in names:
+            name = f"{base}-{k}"
+            k += 1
+        names.append(name)
+    return names
+
+
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _video_path(path: str, agent: str, several: bool) -> Path:
+    p = Path(path)
+    return p.with_name(f"{p.stem}_{agent}{p.suffix}") if several else p
+
+
+def score_mode_for(distribution_mode: str) -> str:
+    from envs import SCORE_RANGES
+
+    if distribution_mode in SCORE_RANGES:
+        return distribution_mode
+    return "hard"
+
+
+# ---------------------------------------------------------------------- eval mode
+def run_eval(argv: list[str]) -> int:
+    args = build_eval_parser().parse_args(argv)
+    if args.episodes < 1:
+        raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.num_envs is not None and args.num_envs < 1:
+        raise UsageError(f"--num-envs must be >= 1, got {args.num_envs}")
+    if args.bootstrap_resamples < 0:
+        raise UsageError(f"--bootstrap-resamples must be >= 0, got {args.bootstrap_resamples}")
+    if args.metrics_every < 0:
+        raise UsageError(f"--metrics-every must be >= 0, got {args.metrics_every}")
+    if args.video is not None:
+        from .video import VIDEO_EXTENSIONS
+
+        if Path(args.video).suffix.lower() not in VIDEO_EXTENSIONS:
+            raise UsageError(f"--video {args.video!r}: unsupported extension; valid: "
+                             f"{', '.join(VIDEO_EXTENSIONS)}")
+        for name in ("video_steps", "video_scale", "video_fps"):
+            if getattr(args, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, "
+                                 f"got {getattr(args, name)}")
+        if args.video_envs is not None and args.video_envs < 1:
+            raise UsageError(f"--video-envs must be >= 1, got {args.video_envs}")
+    from agents.rollout import STATE_RESETS
+
+    if args.state_reset is not None and args.state_reset not in STATE_RESETS:
+        raise UsageError(f"unknown --state-reset {args.state_reset!r}; valid: "
+                         f"{', '.join(STATE_RESETS)}")
+    splits = resolve_splits(args)
+    device = pick_device(args.device)
+
+    from agents.checkpoint import CheckpointError, load_agent
+    from envs import SYNTHETIC_TASKS, resolve_games
+
+    names = agent_names(args.agents)
+    loaded = []
+    for path in args.agents:
+        try:
+            loaded.append(load_agent(path, device=device))
+        except CheckpointError as e:
+            raise UsageError(str(e)) from None
+    if args.games is not None:
+        try:
+            games_override = resolve_games(args.games)
+        except ValueError as e:
+            raise UsageError(f"--games: {e}") from None
+
+    from .report import AgentResult, write_results
+
+    out = Path(args.out)
+    results: list[AgentResult] = []
+    for name, agent in zip(names, loaded, strict=True):
+        cfg = agent.config
+        try:
+            games = games_override if args.games is not None else resolve_games(cfg.games)
+        except ValueError as e:
+            raise UsageError(f"checkpoint {str(agent.path)!r}: {e}") from None
+        state_reset = args.state_reset or cfg.state_reset
+        dist = args.distribution_mode or cfg.distribution_mode
+        num_envs = _num_envs(args, games)
+        synthetic = games[0] in SYNTHETIC_TASKS
+        result = AgentResult(
+            name=name, checkpoint=str(agent.path), global_step=int(agent.global_step),
+            core=cfg.model.core,
+            trained={"games": list(cfg.games), "distribution_mode": cfg.distribution_mode,
+                     "start_level": cfg.start_level, "num_levels": cfg.num_levels,
+                     "state_reset": cfg.state_reset, "unroll": cfg.unroll, "algo": cfg.algo},
+            settings={"games": games, "episodes_per_game": args.episodes,
+                      "greedy": not args.sample, "state_reset": state_reset,
+                      "distribution_mode": dist, "score_mode": score_mode_for(dist),
+                      "seed": args.seed, "num_envs": num_envs, "device": str(device),
+                      "bootstrap_resamples": args.bootstrap_resamples},
+        )
+        if dist not in ("easy", "hard") and not synthetic:
+            _warn(f"no normalization constants for distribution mode {dist!r}; normalized "
+                  "scores use the 'hard' constants")
+        for k, (split, start, num) in enumerate(splits):
+            if not synthetic and levels_overlap(start, num, cfg.start_level, cfg.num_levels):
+                _warn(f"{name}: evaluation levels {_levels(start, num)} ({split}) overlap its "
+                      f"training levels {_levels(cfg.start_level, cfg.num_levels)}")
+            video = None
+            if args.video is not None and k == 0:
+                video = _video_path(args.video, name, len(loaded) > 1)
+            res = evaluate_split(agent.policy, name, split, start, num, games=games,
+                                 args=args, num_envs=num_envs, state_reset=state_reset,
+                                 unroll=int(cfg.unroll or 1), dist=dist, device=device,
+                                 core=cfg.model.core, out=out, video=video)
+            result.splits[split] = res
+            from .report import agent_table
+
+            print(agent_table(result, res) + "\n", flush=True)
+        results.append(result)
+
+    meta = {"command": "eval_rl.py " + " ".join(argv),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    written = write_results(out, results, meta)
+    from . import plots
+
+    for split, _, _ in splits:
+        written.append(plots.score_bars(results, split, out / f"scores_{split}.png"))
+    if len(results) > 1:
+        print((out / "comparison.md").read_text(), flush=True)
+    print(f"wrote {', '.join(str(p) for p in written)} and per-agent plots under {out}/<agent>/",
+          file=sys.stderr)
+    return 0
+
+
+def _levels(start: int, num: int) -> str:
+    return f"[{start}, all)" if num == 0 else f"[{start}, {start + num})"
+
+
+def _num_envs(args, games: list[str]) -> int:
+    g = len(games)
+    if args.num_envs is None:
+        return g * min(DEFAULT_ENVS_PER_GAME, args.episodes)
+    if args.num_envs % g:
+        raise UsageError(f"--num-envs {args.num_envs} is not a multiple of the number of games "
+                         f"({g}: {', '.join(games)}); valid e.g. {g}, {2 * g}, {4 * g}")
+    return args.num_envs
+
+
+def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, state_reset,
+                   unroll, dist, device, core, out: Path, video: Path | None):
+    """Play one agent on one split, score it and draw its per-agent plots."""
+    from envs import make_env, normalized_score
+
+    from . import plots
+    from .report import SplitResult
+    from .runner import play
+    from .scoring import aggregate, score_game
+
+    try:
+        env = make_env(games, num_envs, distribution_mode=dist, num_levels=num,
+                       start_level=start, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        n_actions = int(env.action_space.n)
+        policy_actions = int(policy.heads.policy.out_features)
+        if n_actions != policy_actions:
+            raise UsageError(f"agent {name!r} has {policy_actions} actions but "
+                             f"{', '.join(games)} has {n_actions}; evaluate it on games with "
+                             f"{policy_actions} actions")
+        writer = None
+        if video is not None:
+            from .video import VideoWriter
+
+            n_video = args.video_envs or min(16, max(len(games), 4))
+            writer = VideoWriter(video, list(range(min(n_video, num_envs))),
+                                 max_steps=args.video_steps, scale=args.video_scale,
+                                 fps=args.video_fps)
+        bar = _progress(len(games) * args.episodes, f"{name} {split}")
+        try:
+            played = play(policy, env, episodes_per_game=args.episodes, greedy=not args.sample,
+                          state_reset=state_reset, unroll=unroll, device=device, seed=args.seed,
+                          metrics_every=args.metrics_every, on_frame=writer,
+                          video_envs=writer.env_indices if writer else None,
+                          progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+            if writer is not None:
+                writer.close()
+    finally:
+        env.close()
+    if writer is not None:
+        print(f"wrote video {video} ({writer.frames} frames, {writer.codec})", file=sys.stderr)
+
+    mode = score_mode_for(dist)
+
+    def normalizer(g):
+        return lambda r: normalized_score(g, r, mode)
+
+    norms = {g: normalizer(g) for g in games}
+    by_game = {g: [e.ret for e in played.episodes if e.game == g] for g in games}
+    scores = {
+        g: score_game(g, by_game[g], norms[g], seed=args.seed * 7919 + i,
+                      n_resamples=args.bootstrap_resamples)
+        for i, g in enumerate(games)
+    }
+    agg = aggregate(by_game, norms, seed=args.seed * 7919 + len(games),
+                    n_resamples=args.bootstrap_resamples)
+    res = SplitResult(split=split, start_level=start, num_levels=num, distribution_mode=dist,
+                      games=scores, aggregate=agg, play=played)
+    d = out / name / split
+    carry = {"never": "state carried across episodes", "episode": "state reset every episode",
+             "span": f"state reset every {unroll} steps and every episode"}[state_reset]
+    plots.episode_index_plot(played.episodes, norms, d / "episode_index.png",
+                             f"{name} ({core}) on {split}: return by episode index ({carry})")
+    plots.state_metrics_plot(played.metrics, played.episode_ends_env0, core,
+                             d / "state_metrics.png", f"{name} ({core}) on {split}")
+    _write_metrics_csv(played.metrics, d / "state_metrics.csv")
+    return res
+
+
+def _write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["step"]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v)
+                        for k, v in r.items()})
+
+
+def _progress(total: int, desc: str):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="ep", file=sys.stderr, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------- plot mode
+def run_plot(argv: list[str]) -> int:
+    args = build_plot_parser().parse_args(argv)
+    if not 0.0 <= args.smoothing < 1.0:
+        raise UsageError(f"--smoothing must be in [0, 1), got {args.smoothing}")
+    from .curves import CurvesError, plot_learning_curves
+
+    try:
+        written = plot_learning_curves(args.runs, args.out, args.smoothing)
+    except CurvesError as e:
+        raise UsageError(str(e)) from None
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "plot":
+            return run_plot(argv[1:])
+        return run_eval(argv)
+    except UsageError as e:
+        print(f"eval_rl.py: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("eval_rl.py: interrupted", file=sys.stderr)
+        return 130
