@@ -14,7 +14,8 @@ Memory layouts (contiguous, R = 3D + 4, NC = ceil(T / CK)):
     w0:                  [H, R, D]
     s0, sT, ds0, dw0p:   [B, H, R, D]
     es:                  [T, B] uint8 (1 = zero the state before step t)
-    ck:                  [B, H, NC, R, D]  state before step c*CK (before that step's reset)
+    ck:                  [B, H, NC+1, R, D] slot c < NC: state before step c*CK (before that
+                         step's reset); slot NC: the final state
     u:                   [T, B, H, R]      rate-scaled update vector B_t (v_t - vbar_t)
 """
 
@@ -64,7 +65,7 @@ def srwm_fwd_kernel(
     for t in range(0, T):
         if SAVE:
             if t % CK == 0:
-                c_off = (pid * NC + t // CK) * R * D
+                c_off = (pid * (NC + 1) + t // CK) * R * D
                 tl.store(ck_ptr + c_off + blk, s_y)
                 tl.store(ck_ptr + c_off + D * D + blk, s_q)
                 tl.store(ck_ptr + c_off + 2 * D * D + blk, s_k)
@@ -116,6 +117,12 @@ def srwm_fwd_kernel(
     tl.store(st_ptr + s_off + D * D + blk, s_q)
     tl.store(st_ptr + s_off + 2 * D * D + blk, s_k)
     tl.store(st_ptr + s_off + 3 * D * D + blk4, s_b)
+    if SAVE:
+        c_off = (pid * (NC + 1) + NC) * R * D
+        tl.store(ck_ptr + c_off + blk, s_y)
+        tl.store(ck_ptr + c_off + D * D + blk, s_q)
+        tl.store(ck_ptr + c_off + 2 * D * D + blk, s_k)
+        tl.store(ck_ptr + c_off + 3 * D * D + blk4, s_b)
 
 
 @triton.jit
@@ -125,8 +132,10 @@ def srwm_bwd_kernel(
     T, B, H, NC,
     HAS_ES: tl.constexpr, D: tl.constexpr, CK: tl.constexpr,
 ):
-    """Reverse pass: for t = T-1 .. 0, rebuild the state S_t by replaying the stored rank-1
-    updates from the checkpoint of t's chunk, then back-propagate through step t.
+    """Reverse pass over t = T-1 .. 0. Each chunk of CK steps starts from the stored state
+    after its last update (the next checkpoint) and walks back by undoing the stored rank-1
+    updates, S_t = S_{t+1} - U_t k_t^T; where step t reset the state, the state before the
+    reset is rebuilt by replaying the chunk's updates from its first checkpoint.
 
     g_* blocks hold dL/dS (the gradient w.r.t. the state AFTER the step being processed);
     da_* accumulate dL/dW0 of this (b, h) (summed over b on the host).
@@ -161,28 +170,27 @@ def srwm_bwd_kernel(
         c = NC - 1 - ci
         t_lo = c * CK
         t_hi = tl.minimum(t_lo + CK, T)
-        c_off = (pid * NC + c) * R * D
+        # the state after the chunk's last update = the next checkpoint (slot NC: final state)
+        n_off = (pid * (NC + 1) + c + 1) * R * D
+        s_y = tl.load(ck_ptr + n_off + blk)
+        s_q = tl.load(ck_ptr + n_off + D * D + blk)
+        s_k = tl.load(ck_ptr + n_off + 2 * D * D + blk)
+        s_b = tl.load(ck_ptr + n_off + 3 * D * D + blk4)
         for j in range(0, t_hi - t_lo):
             t = t_hi - 1 - j
-            # --- rebuild S_t (after step t's reset): checkpoint + replay of steps t_lo..t-1
-            s_y = tl.load(ck_ptr + c_off + blk)
-            s_q = tl.load(ck_ptr + c_off + D * D + blk)
-            s_k = tl.load(ck_ptr + c_off + 2 * D * D + blk)
-            s_b = tl.load(ck_ptr + c_off + 3 * D * D + blk4)
-            for s in range(t_lo, t + 1):
-                if HAS_ES:
-                    reset = tl.load(es_ptr + s * B + b) != 0
-                    s_y = tl.where(reset, 0.0, s_y)
-                    s_q = tl.where(reset, 0.0, s_q)
-                    s_k = tl.where(reset, 0.0, s_k)
-                    s_b = tl.where(reset, 0.0, s_b)
-                if s < t:
-                    r_off = ((s * B + b) * H + h) * R
-                    kr = tl.load(kv_ptr + ((s * B + b) * H + h) * D + cols)
-                    s_y = s_y + tl.load(u_ptr + r_off + rows)[:, None] * kr[None, :]
-                    s_q = s_q + tl.load(u_ptr + r_off + D + rows)[:, None] * kr[None, :]
-                    s_k = s_k + tl.load(u_ptr + r_off + 2 * D + rows)[:, None] * kr[None, :]
-                    s_b = s_b + tl.load(u_ptr + r_off + 3 * D + rows4)[:, None] * kr[None, :]
+            # --- undo step t's update: S_t = S_{t+1} - U_t k_t^T (the state step t read)
+            r_off = ((t * B + b) * H + h) * R
+            kr = tl.load(kv_ptr + ((t * B + b) * H + h) * D + cols)
+            s_y = s_y - tl.load(u_ptr + r_off + rows)[:, None] * kr[None, :]
+            s_q = s_q - tl.load(u_ptr + r_off + D + rows)[:, None] * kr[None, :]
+            s_k = s_k - tl.load(u_ptr + r_off + 2 * D + rows)[:, None] * kr[None, :]
+            s_b = s_b - tl.load(u_ptr + r_off + 3 * D + rows4)[:, None] * kr[None, :]
+            if HAS_ES:
+                reset = tl.load(es_ptr + t * B + b) != 0
+                s_y = tl.where(reset, 0.0, s_y)
+                s_q = tl.where(reset, 0.0, s_q)
+                s_k = tl.where(reset, 0.0, s_k)
+                s_b = tl.where(reset, 0.0, s_b)
             w_y = a_y + s_y
             w_q = a_q + s_q
             w_k = a_k + s_k
@@ -267,11 +275,30 @@ def srwm_bwd_kernel(
             g_k = g_k + l_k
             g_b = g_b + l_b
             if HAS_ES:
-                reset = tl.load(es_ptr + t * B + b) != 0
                 g_y = tl.where(reset, 0.0, g_y)
                 g_q = tl.where(reset, 0.0, g_q)
                 g_k = tl.where(reset, 0.0, g_k)
                 g_b = tl.where(reset, 0.0, g_b)
+                if reset & (t > t_lo):
+                    # the reset destroyed S_t before the reset: rebuild it from the chunk's
+                    # checkpoint by replaying the stored updates of steps t_lo .. t-1
+                    c_off = (pid * (NC + 1) + c) * R * D
+                    s_y = tl.load(ck_ptr + c_off + blk)
+                    s_q = tl.load(ck_ptr + c_off + D * D + blk)
+                    s_k = tl.load(ck_ptr + c_off + 2 * D * D + blk)
+                    s_b = tl.load(ck_ptr + c_off + 3 * D * D + blk4)
+                    for s in range(t_lo, t):
+                        rs = tl.load(es_ptr + s * B + b) != 0
+                        s_y = tl.where(rs, 0.0, s_y)
+                        s_q = tl.where(rs, 0.0, s_q)
+                        s_k = tl.where(rs, 0.0, s_k)
+                        s_b = tl.where(rs, 0.0, s_b)
+                        p_off = ((s * B + b) * H + h) * R
+                        kp = tl.load(kv_ptr + ((s * B + b) * H + h) * D + cols)
+                        s_y = s_y + tl.load(u_ptr + p_off + rows)[:, None] * kp[None, :]
+                        s_q = s_q + tl.load(u_ptr + p_off + D + rows)[:, None] * kp[None, :]
+                        s_k = s_k + tl.load(u_ptr + p_off + 2 * D + rows)[:, None] * kp[None, :]
+                        s_b = s_b + tl.load(u_ptr + p_off + 3 * D + rows4)[:, None] * kp[None, :]
 
     tl.store(ds0_ptr + s_off + blk, g_y)
     tl.store(ds0_ptr + s_off + D * D + blk, g_q)

@@ -130,7 +130,7 @@ class _SRWMFused(torch.autograd.Function):
         y = _new((T, B, H, d), xf)
         final = _new((B, H, rows, d), xf)
         if save:
-            ckpts = _new((B, H, nc, rows, d), xf)
+            ckpts = _new((B, H, nc + 1, rows, d), xf)
             u = _new((T, B, H, rows), xf)
             kv = _new((T, B, H, d), xf)
         else:
@@ -176,6 +176,38 @@ class _SRWMFused(torch.autograd.Function):
             None,
             None,
         )
+
+
+def compile_kernels_offline(d: int = 16, capability: int = 90) -> dict[str, dict]:
+    """Lower both kernels through the Triton compiler to a CUDA binary for one compute
+    capability, with no GPU present (a check for machines without one; TRITON_INTERPRET
+    must be unset in this process). Returns {kernel name: compiled asm dict}."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    ints = {"T": "i32", "B": "i32", "H": "i32", "NC": "i32"}
+    fwd = ("x_ptr", "w0_ptr", "s0_ptr", "es_ptr", "y_ptr", "st_ptr", "ck_ptr", "u_ptr", "kv_ptr")
+    bwd = ("x_ptr", "w0_ptr", "es_ptr", "dy_ptr", "dst_ptr", "ck_ptr", "u_ptr", "kv_ptr",
+           "dx_ptr", "dw0p_ptr", "ds0_ptr")
+    cases = (
+        ("srwm_fwd_kernel", fwd, {"HAS_S0": True, "HAS_ES": True, "SAVE": True}, False),
+        ("srwm_bwd_kernel", bwd, {"HAS_ES": True}, True),
+    )
+    out = {}
+    for name, ptrs, flags, backward in cases:
+        consts = {**flags, "D": d, "CK": DEFAULT_CHECKPOINT_EVERY}
+        sig = {n: ("*u8" if n == "es_ptr" else "*fp32") for n in ptrs}
+        sig.update(ints)
+        sig.update({n: "constexpr" for n in consts})
+        kern = getattr(_k, name)
+        src = ASTSource(JITFunction(kern.fn), sig, constexprs=consts)
+        compiled = triton.compile(
+            src, target=GPUTarget("cuda", capability, 32),
+            options={"num_warps": _num_warps(d, backward=backward)},
+        )
+        out[name] = compiled.asm
+    return out
 
 
 def srwm_fused_recurrent(
