@@ -37,6 +37,9 @@ def srwm_naive(
         detach_every_step: detach the state after every update (the published code's
             behaviour: no gradient through the self-modification).
 
+    v_t - vbar_t = W q_t - W k_t is computed as one product W (q_t - k_t) (same value,
+    one matrix-vector product fewer).
+
     Returns:
         y: [T, B, H, d], y_t = W_y x_t read before step t's update.
         final_state: [B, H, 3d+4, d] modification after the last step's update.
@@ -61,9 +64,8 @@ def srwm_naive(
         q_t = F.softmax(q_raw, dim=-1)  # [B, H, d]
         k_t = F.softmax(k_raw, dim=-1)  # [B, H, d]
         b_t = torch.sigmoid(b_raw)  # [B, H, 4]
-        v_t = torch.einsum("bhrc,bhc->bhr", w, q_t)  # [B, H, 3d+4]
-        vbar_t = torch.einsum("bhrc,bhc->bhr", w, k_t)  # [B, H, 3d+4]
-        delta = _row_rates(b_t, d) * (v_t - vbar_t)  # [B, H, 3d+4]
+        v_minus_vbar = torch.einsum("bhrc,bhc->bhr", w, q_t - k_t)  # [B, H, 3d+4]
+        delta = _row_rates(b_t, d) * v_minus_vbar  # [B, H, 3d+4]
         s = s + delta.unsqueeze(-1) * k_t.unsqueeze(-2)
         if detach_every_step:
             s = s.detach()
