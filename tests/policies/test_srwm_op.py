@@ -183,3 +183,16 @@ def test_dispatch_on_cpu_uses_naive(monkeypatch):
         srwm(x, w0, kernel="fused")
     with pytest.raises(ValueError, match="detach_every_step"):
         srwm(x, w0, kernel="fused", detach_every_step=True)
+
+
+def test_auto_takes_fused_only_where_it_applies(monkeypatch):
+    """kernel="auto" on CPU never calls the fused kernel, even when it imports."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("fused kernel called for CPU tensors")
+
+    monkeypatch.setattr(srwm_ops, "_load_fused", lambda: (fail, None))
+    x, w0, state, starts = random_inputs(3, 2, 1, 4, seed=10, dtype=torch.float32)
+    y, _ = srwm(x, w0, state, starts, kernel="auto")
+    assert torch.equal(y, srwm_naive(x, w0, state, starts)[0])
+    assert not srwm_ops._fused_applies(x, detach_every_step=False)

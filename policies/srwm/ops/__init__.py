@@ -21,6 +21,19 @@ def _load_fused():
     return srwm_fused_recurrent, None
 
 
+def _fused_applies(x: torch.Tensor, detach_every_step: bool) -> bool:
+    """Whether kernel="auto" may take the fused kernel: CUDA tensors in float32 / float16 /
+    bfloat16, head size a power of two in [2, 64], no detach_every_step."""
+    d = x.shape[-1]
+    return (
+        x.is_cuda
+        and not detach_every_step
+        and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        and 2 <= d <= 64
+        and d & (d - 1) == 0
+    )
+
+
 def srwm(
     x: torch.Tensor,
     w0: torch.Tensor,
@@ -32,13 +45,13 @@ def srwm(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch to the naive op or the fused kernel (same semantics, see srwm_naive).
 
-    kernel: "naive" | "fused" | "auto" (fused only for CUDA tensors, without
-    detach_every_step, when the kernel imports; naive otherwise).
+    kernel: "naive" | "fused" | "auto" (fused only for CUDA tensors of a dtype and head
+    size it supports, without detach_every_step, when the kernel imports; naive otherwise).
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown srwm kernel {kernel!r}; valid: {', '.join(KERNELS)}")
     if kernel == "auto":
-        fused = _load_fused()[0] if (x.is_cuda and not detach_every_step) else None
+        fused = _load_fused()[0] if _fused_applies(x, detach_every_step) else None
         kernel = "naive" if fused is None else "fused"
     if kernel == "naive":
         return srwm_naive(x, w0, state, episode_start, detach_every_step=detach_every_step)
