@@ -104,11 +104,8 @@ def env_seed(seed: int, global_step: int) -> int:
     return int(seed + global_step) % (2**31 - 1)
 
 
-def prepare_new_run_dir(run_dir: str | os.PathLike) -> Path:
-    """Create run_dir for a fresh run; ConfigError if it is not empty or not writable.
-
-    Nothing existing is modified when this raises.
-    """
+def check_new_run_dir(run_dir: str | os.PathLike) -> Path:
+    """ConfigError unless run_dir is new (or empty) and can be created; changes nothing."""
     path = Path(run_dir)
     if path.exists():
         if not path.is_dir():
@@ -117,6 +114,26 @@ def prepare_new_run_dir(run_dir: str | os.PathLike) -> Path:
         if any(path.iterdir()):
             raise ConfigError(f"run dir {str(path)!r} exists and is not empty; use --resume "
                               f"{path} to continue it, or pick another --run-dir")
+        parent = path
+    else:
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(f"run dir {str(path)!r} cannot be created: {str(parent)!r} is not "
+                              f"a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"run dir {str(path)!r} is not writable (no write permission on "
+                          f"{str(parent)!r})")
+    return path
+
+
+def prepare_new_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Create run_dir for a fresh run; ConfigError if it is not empty or not writable.
+
+    Nothing existing is modified when this raises.
+    """
+    path = check_new_run_dir(run_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write_probe"
@@ -264,6 +281,74 @@ def _bind_env(cfg: TrainConfig, env: Any) -> TrainConfig:
     return cfg.resolved(check_games=False)
 
 
+def _build(cfg: TrainConfig, env: Any, device: torch.device) -> tuple[Any, Any]:
+    """Policy (on device) and learner for a resolved config and an env."""
+    from policies import build_actor_critic
+
+    from .learners import make_learner
+
+    policy = build_actor_critic(cfg.model, int(env.action_space.n)).to(device)
+    try:
+        learner = make_learner(cfg.algo, policy, num_envs=cfg.num_envs, unroll=cfg.unroll,
+                               total_steps=cfg.total_steps, device=device, ppo_cfg=cfg.ppo,
+                               vtrace_cfg=cfg.vtrace)
+    except ValueError as e:
+        raise ConfigError(" ".join(str(e).split())) from None
+    return policy, learner
+
+
+def _restore(policy: Any, learner: Any, payload: dict[str, Any], device: torch.device) -> None:
+    ckpt.load_model_state(policy, payload["model"], payload["path"])
+    _load_learner(learner, payload, device)
+
+
+def _start(cfg: TrainConfig, env: Any, resume_from: Any, create_run_dir: bool
+           ) -> tuple[TrainConfig, Any, bool, dict[str, Any] | None, torch.device]:
+    """Resolve the config, check the run dir, read the checkpoint, build or wrap the env."""
+    own_env = env is None
+    cfg = cfg.resolved() if own_env else _bind_env(cfg, env)
+    if cfg.run_dir is None:
+        raise ConfigError("run_dir is not set")
+    device = resolve_device(cfg.device)
+    payload = None
+    if resume_from is not None:
+        payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
+        if not Path(cfg.run_dir).is_dir():
+            raise ConfigError(f"run dir {cfg.run_dir!r} does not exist")
+    elif create_run_dir:
+        prepare_new_run_dir(cfg.run_dir)
+    else:
+        check_new_run_dir(cfg.run_dir)
+    global_step = int(payload["global_step"]) if payload else 0
+    env = build_env(cfg, global_step) if own_env else as_training_env(env)
+    return cfg, env, own_env, payload, device
+
+
+def dry_run(cfg: TrainConfig, env: Any = None, *, resume_from: str | os.PathLike | None = None
+            ) -> dict[str, Any]:
+    """Resolve and check everything train() would (config, run dir, env, model, learner,
+    checkpoint) without writing anything; returns a summary."""
+    cfg, env, own_env, payload, device = _start(cfg, env, resume_from, create_run_dir=False)
+    try:
+        policy, learner = _build(cfg, env, device)
+        if payload is not None:
+            _restore(policy, learner, payload, device)
+    finally:
+        if own_env:
+            env.close()
+    return {
+        "run_dir": cfg.run_dir, "preset": cfg.preset, "games": ",".join(cfg.games),
+        "algo": cfg.algo, "core": cfg.model.core, "state_reset": cfg.state_reset,
+        "num_envs": cfg.num_envs, "unroll": cfg.unroll, "steps_per_update": cfg.steps_per_update,
+        "total_steps": cfg.total_steps, "num_updates": cfg.num_updates,
+        "resume_from": payload["path"] if payload else None,
+        "start_step": int(payload["global_step"]) if payload else 0,
+        "distribution_mode": cfg.distribution_mode, "num_levels": cfg.num_levels,
+        "start_level": cfg.start_level, "device": str(device),
+        "parameters": sum(p.numel() for p in policy.parameters()),
+    }
+
+
 def train(cfg: TrainConfig, env: Any = None, *, resume_from: str | os.PathLike | None = None,
           progress: bool = True, on_update: Callable[[int, dict[str, float]], None] | None = None
           ) -> TrainResult:
@@ -281,47 +366,24 @@ def train(cfg: TrainConfig, env: Any = None, *, resume_from: str | os.PathLike |
     Raises:
         ConfigError: bad config or run dir. CheckpointError: bad checkpoint to resume from.
     """
-    from policies import build_actor_critic
-
-    from .learners import make_learner
     from .rollout import RolloutCollector
 
     t_start = time.perf_counter()
-    own_env = env is None
-    cfg = cfg.resolved() if own_env else _bind_env(cfg, env)
-    if cfg.run_dir is None:
-        raise ConfigError("run_dir is not set")
-    device = resolve_device(cfg.device)
-    run_dir = Path(cfg.run_dir)
-
-    payload = None
-    if resume_from is not None:
-        payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
-        if not run_dir.is_dir():
-            raise ConfigError(f"run dir {str(run_dir)!r} does not exist")
-    else:
-        prepare_new_run_dir(run_dir)
-    global_step = int(payload["global_step"]) if payload else 0
-    update = int(payload.get("update", 0)) if payload else 0
-    elapsed_before = float(payload.get("elapsed_s", 0.0)) if payload else 0.0
-
     seed_everything(cfg.seed)
-    if own_env:
-        env = build_env(cfg, global_step)
-    else:
-        env = as_training_env(env)
+    cfg, env, own_env, payload, device = _start(cfg, env, resume_from, create_run_dir=True)
     try:
-        policy = build_actor_critic(cfg.model, int(env.action_space.n)).to(device)
-        learner = make_learner(cfg.algo, policy, num_envs=cfg.num_envs, unroll=cfg.unroll,
-                               total_steps=cfg.total_steps, device=device, ppo_cfg=cfg.ppo,
-                               vtrace_cfg=cfg.vtrace)
+        seed_everything(cfg.seed)
+        policy, learner = _build(cfg, env, device)
         if payload is not None:
-            ckpt.load_model_state(policy, payload["model"], payload["path"])
-            _load_learner(learner, payload, device)
+            _restore(policy, learner, payload, device)
             ckpt.set_rng_state(payload["rng"])
+        run_dir = Path(cfg.run_dir)
         ckpt.atomic_write_json(run_dir / "config.json", cfg.to_dict())
         collector = RolloutCollector(env, learner.acting_policy, cfg.unroll, cfg.state_reset,
                                      device)
+        global_step = int(payload["global_step"]) if payload else 0
+        update = int(payload.get("update", 0)) if payload else 0
+        elapsed_before = float(payload.get("elapsed_s", 0.0)) if payload else 0.0
         return _loop(cfg, env, policy, learner, collector, run_dir, global_step, update,
                      elapsed_before, t_start, progress, on_update)
     finally:
