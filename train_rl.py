@@ -256,6 +256,7 @@ def resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
     from agents.checkpoint import config_from_checkpoint, find_latest_checkpoint, load_checkpoint
     from agents.config import ConfigError
 
+    path = find_latest_checkpoint(args.resume)
     given = given_options(args)
     if args.preset:
         given["preset"] = args.preset
@@ -267,7 +268,6 @@ def resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
         allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE)
         raise ConfigError(f"{flags} cannot be changed on --resume (the run's saved config is "
                           f"used); allowed with --resume: {allowed}")
-    path = find_latest_checkpoint(args.resume)
     payload = load_checkpoint(path)
     cfg = config_from_checkpoint(payload)
     cfg.apply_overrides({k: given[k] for k in RESUME_OVERRIDABLE if k in given})

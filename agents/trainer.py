@@ -33,6 +33,7 @@ import math
 import os
 import random
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -122,9 +123,11 @@ def check_new_run_dir(run_dir: str | os.PathLike) -> Path:
         if not parent.is_dir():
             raise ConfigError(f"run dir {str(path)!r} cannot be created: {str(parent)!r} is not "
                               f"a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"run dir {str(path)!r} is not writable (no write permission on "
-                          f"{str(parent)!r})")
+    try:  # a real probe (os.access is always True for root): make and remove a temp dir
+        os.rmdir(tempfile.mkdtemp(prefix=".probe_", dir=parent))
+    except OSError as e:
+        raise ConfigError(f"run dir {str(path)!r} is not writable ({e.strerror or e} in "
+                          f"{str(parent)!r})") from None
     return path
 
 
