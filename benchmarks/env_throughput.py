@@ -8,11 +8,13 @@ same num_envs, same seed), reused across repeats, and times with random actions
 - bare+info:  ``env.act(a); env.observe(); env.get_info()``    (what level seeds cost in gym3)
 - ours:       ``venv.step(a)`` (obs, rewards, dones, infos with game, level seed, episodes)
 
-Repeats are interleaved (bare, bare+info, ours, bare, ...) so that drift on a shared machine
-hits all of them alike; the table reports medians. Overhead = bare_sps / ours_sps - 1.
+Timing runs in rounds: each round times one short block of each runner, in a rotating order,
+so that load changes on a shared machine hit all three alike; the overhead is the median over
+rounds of the ratio ours / bare (wall time and process CPU time), with its quartiles. A last
+column times the wrapper's own work alone, on a zero-cost stand-in for ProcGen.
 
     python benchmarks/env_throughput.py                     # 64 envs, bigfish / paper6 / all
-    python benchmarks/env_throughput.py --steps 500 --repeats 3 --games bigfish paper6
+    python benchmarks/env_throughput.py --blocks 30 --games bigfish paper6
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class _StubProcgen:
 
 def wrapper_only_us(games: list[str], num_envs: int, steps: int, repeats: int,
                     seed: int, done_rate: float = 0.01) -> float:
-    """Median wall microseconds per VECTOR step of the wrapper's own work (stub env)."""
+    """Wall microseconds per VECTOR step of the wrapper's own work (stub env), fastest repeat."""
     venv = make_procgen_env(games, num_envs, seed=seed)
     venv.procgen_env.close()
     stub = _StubProcgen(num_envs, done_rate, seed)
@@ -78,13 +80,21 @@ def wrapper_only_us(games: list[str], num_envs: int, steps: int, repeats: int,
     venv._info_buffers = stub._info
     actions = np.random.default_rng(seed).integers(0, 15, (steps, num_envs)).astype(np.int32)
     times = [_time_steps(venv.step, actions)[0] for _ in range(repeats)]
-    return 1e6 * statistics.median(times) / steps
+    return 1e6 * min(times) / steps
 
 
-def bench_game_set(spec: str, num_envs: int, steps: int, repeats: int, warmup: int,
-                   seed: int) -> dict[str, tuple[float, float]]:
-    """Per runner (bare, bare+info, ours): (median wall steps/s, median CPU microseconds per
-    env step); an env step is one of the num_envs envs advancing once."""
+def bench_game_set(spec: str, num_envs: int, block: int, blocks: int, warmup: int,
+                   seed: int) -> dict[str, dict[str, float]]:
+    """Time bare, bare+info and ours in ``blocks`` paired blocks of ``block`` vector steps.
+
+    Within each round the three runners run one block each, in a rotating order, so that
+    load changes on a shared machine hit them alike; overheads are medians of the per-round
+    ratios. Returns per runner: ``sps`` (env steps per second over all blocks), ``best_sps``
+    (from the fastest block: the least disturbed by other jobs), and for ours
+    ``best_ratio`` (fastest ours block / fastest bare block),
+    ``wall_ratio`` / ``cpu_ratio`` (median of ours/bare time per round) with quartiles
+    ``wall_q1`` / ``wall_q3``, and ``info_ratio`` (median of ours/bare+info wall time).
+    """
     games = resolve_games(spec)
     procgen_env_cls = _import_procgen_env()
     bare = procgen_env_cls(num=num_envs, env_name=",".join(games), distribution_mode="easy",
@@ -92,7 +102,7 @@ def bench_game_set(spec: str, num_envs: int, steps: int, repeats: int, warmup: i
     ours = make_procgen_env(games, num_envs, seed=seed)
     ours.reset()
     rng = np.random.default_rng(seed)
-    actions = rng.integers(0, 15, (steps, num_envs)).astype(np.int32)  # [S, N]
+    actions = rng.integers(0, 15, (block, num_envs)).astype(np.int32)  # [S, N]
 
     def bare_step(a: np.ndarray) -> None:
         bare.act(a)
@@ -104,20 +114,34 @@ def bench_game_set(spec: str, num_envs: int, steps: int, repeats: int, warmup: i
         bare.get_info()
 
     runners = {"bare": bare_step, "bare+info": bare_info_step, "ours": ours.step}
-    for run in runners.values():
-        _time_steps(run, actions[:warmup])
+    names = list(runners)
+    for _ in range(max(1, warmup // block)):
+        for run in runners.values():
+            _time_steps(run, actions)
     wall: dict[str, list[float]] = {name: [] for name in runners}
     cpu: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            w, c = _time_steps(run, actions)
+    for r in range(blocks):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            w, c = _time_steps(runners[name], actions)
             wall[name].append(w)
             cpu[name].append(c)
     bare.close()
     ours.close()
-    n = steps * num_envs
-    return {name: (n / statistics.median(wall[name]), 1e6 * statistics.median(cpu[name]) / n)
-            for name in runners}
+    n = block * num_envs
+    out = {name: {"sps": n * blocks / sum(wall[name]), "best_sps": n / min(wall[name])}
+           for name in runners}
+    wall_ratios = [o / b for o, b in zip(wall["ours"], wall["bare"], strict=True)]
+    q1, _, q3 = statistics.quantiles(wall_ratios, n=4)
+    out["ours"].update(
+        wall_ratio=statistics.median(wall_ratios), wall_q1=q1, wall_q3=q3,
+        cpu_ratio=statistics.median(
+            [o / b for o, b in zip(cpu["ours"], cpu["bare"], strict=True)]),
+        info_ratio=statistics.median(
+            [o / b for o, b in zip(wall["ours"], wall["bare+info"], strict=True)]),
+        best_ratio=min(wall["ours"]) / min(wall["bare"]),
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,35 +149,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--games", nargs="+", default=["bigfish", "paper6", "all"],
                         help="game sets to time, each anything resolve_games accepts")
     parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=1000, help="vector steps per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--block", type=int, default=20, help="vector steps per timed block")
+    parser.add_argument("--blocks", type=int, default=100, help="rounds of paired blocks")
+    parser.add_argument("--warmup", type=int, default=100, help="vector steps before timing")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    print(f"# env throughput: {args.num_envs} envs, {args.steps} steps x {args.repeats} "
-          f"interleaved repeats (median), random actions, easy, 200 levels")
+    print(f"# env throughput: {args.num_envs} envs, {args.blocks} rounds x {args.block} vector "
+          f"steps per runner (paired, rotating order), random actions, easy, 200 levels")
     print(f"# machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
           f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print()
-    print("| games | G | bare steps/s | bare+get_info steps/s | ours steps/s "
-          "| wall overhead vs bare | CPU us/step bare | CPU us/step bare+get_info "
-          "| CPU us/step ours | CPU overhead vs bare | wrapper-only us per vector step "
-          "| wrapper-only / bare vector step |")
+    print("| games | envs | bare steps/s | bare+get_info steps/s | ours steps/s "
+          "| best block: bare / ours steps/s | overhead, best blocks "
+          "| overhead vs bare, wall (median [IQR] of paired rounds) | overhead vs bare, CPU "
+          "| overhead vs bare+get_info, wall | wrapper-only us per vector step "
+          "| wrapper-only / bare vector step (best) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.games:
         g = len(resolve_games(spec))
         num_envs = args.num_envs - args.num_envs % g or g
-        label = spec if num_envs == args.num_envs else f"{spec} ({num_envs} envs)"
-        r = bench_game_set(spec, num_envs, args.steps, args.repeats, args.warmup, args.seed)
-        (bare_sps, bare_us), (info_sps, info_us), (ours_sps, ours_us) = (
-            r["bare"], r["bare+info"], r["ours"])
-        own_us = wrapper_only_us(resolve_games(spec), num_envs, args.steps, args.repeats,
-                                 args.seed)
-        bare_vec_us = 1e6 * num_envs / bare_sps
-        print(f"| {label} | {g} | {bare_sps:,.0f} | {info_sps:,.0f} | {ours_sps:,.0f} | "
-              f"{100 * (bare_sps / ours_sps - 1):+.1f}% | {bare_us:.2f} | {info_us:.2f} | "
-              f"{ours_us:.2f} | {100 * (ours_us / bare_us - 1):+.1f}% | {own_us:.1f} | "
+        r = bench_game_set(spec, num_envs, args.block, args.blocks, args.warmup, args.seed)
+        own_us = wrapper_only_us(resolve_games(spec), num_envs, args.block * 10, 5, args.seed)
+        bare_vec_us = 1e6 * num_envs / r["bare"]["best_sps"]
+        o = r["ours"]
+        print(f"| {spec} ({g} games) | {num_envs} | {r['bare']['sps']:,.0f} | "
+              f"{r['bare+info']['sps']:,.0f} | {o['sps']:,.0f} | "
+              f"{r['bare']['best_sps']:,.0f} / {o['best_sps']:,.0f} | "
+              f"{100 * (o['best_ratio'] - 1):+.1f}% | "
+              f"{100 * (o['wall_ratio'] - 1):+.1f}% [{100 * (o['wall_q1'] - 1):+.1f}%, "
+              f"{100 * (o['wall_q3'] - 1):+.1f}%] | {100 * (o['cpu_ratio'] - 1):+.1f}% | "
+              f"{100 * (o['info_ratio'] - 1):+.1f}% | {own_us:.1f} | "
               f"{100 * own_us / bare_vec_us:.1f}% |", flush=True)
 
 

@@ -98,11 +98,11 @@ def validate_num_envs(num_envs: int, num_games: int, games: Sequence[str]) -> No
     if not _is_int(num_envs) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
     if num_envs % num_games != 0:
+        lower = num_envs - num_envs % num_games
+        choices = " or ".join(str(n) for n in (lower, lower + num_games) if n > 0)
         raise ValueError(
             f"num_envs={num_envs} is not a multiple of the number of games ({num_games}: "
-            f"{', '.join(games)}); env i plays game i mod {num_games}, so use e.g. "
-            f"{max(num_games, num_envs - num_envs % num_games)} or "
-            f"{num_envs - num_envs % num_games + num_games}"
+            f"{', '.join(games)}); env i plays game i mod {num_games}, so use e.g. {choices}"
         )
 
 
@@ -153,6 +153,9 @@ class ProcgenVecEnv(GameVecEnv):
             self._info_buffers: dict[str, np.ndarray] | None = info_buffers
         else:
             self._info_buffers = None
+        # ProcGen fills its first observations and infos on worker threads; observe() waits
+        # for them (reading the info buffers before that can return stale seeds).
+        self._env.observe()
         self._reset_infos(self._level_seeds()[0])
 
     @property
@@ -172,6 +175,9 @@ class ProcgenVecEnv(GameVecEnv):
     def reset(self) -> np.ndarray:
         """The current observations, uint8 [N, 64, 64, 3] (see the module docstring)."""
         _, ob, _ = self._env.observe()
+        # ProcGen fills its first observations and infos on worker threads; observe() waits
+        # for them (reading the info buffers before that can return stale seeds).
+        self._env.observe()
         self._reset_infos(self._level_seeds()[0])
         return ob["rgb"]
 

@@ -159,7 +159,12 @@ class SyntheticVecEnv(GameVecEnv):
         return actions
 
     def reset(self) -> np.ndarray:
-        """Restart every env's episode (and the RNG, if ``seed()`` was called); obs [N,64,64,3]."""
+        """Restart every env's episode (and the RNG, if ``seed()`` was called); obs [N,64,64,3].
+
+        The first ``reset()`` after construction returns the first observations as they are.
+        A later one abandons the running episodes (they are not reported) and draws new hidden
+        state (cues, good arms); ``level_seed`` keeps counting up.
+        """
         if self._pending_seed is not None:
             self._seed, self._pending_seed = self._pending_seed, None
             self.rng = np.random.default_rng(self._seed)

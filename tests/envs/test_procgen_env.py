@@ -65,7 +65,7 @@ def test_env_i_plays_game_i_mod_g_from_its_own_frames():
             single.close()
         for i in range(12):
             matches = [g for g in PAPER6 if np.array_equal(first[i], reference[g])]
-            assert matches == [PAPER6[i % 6]], (i, matches)
+            assert matches == [PAPER6[i % 6]] == [mixed.env_games[i]], (i, matches)
     finally:
         mixed.close()
 
@@ -96,6 +96,8 @@ def test_level_seeds_stay_in_split_and_match_episode_stats():
 def test_level_seeds_match_procgen_info():
     env = make_procgen_env("maze,leaper", 4, start_level=50, num_levels=3, seed=2)
     try:
+        raw = env.procgen_env.get_info()
+        assert [i["level_seed"] for i in env.reset_infos] == [int(r["level_seed"]) for r in raw]
         env.reset()
         rng = np.random.default_rng(4)
         for _ in range(60):
