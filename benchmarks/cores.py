@@ -85,7 +85,8 @@ def measure_memory(model: str, core: str, T: int, B: int, mode: str) -> float:
     """Peak RSS growth in MiB of one run of the case, in a fresh subprocess."""
     root = str(Path(__file__).resolve().parents[1])
     code = (
-        f"import sys; sys.path.insert(0, {root!r}); "
+        f"import sys, torch; sys.path.insert(0, {root!r}); "
+        f"torch.set_num_threads({torch.get_num_threads()}); "
         "from benchmarks.cores import make_case, peak_rss_mib; "
         f"run = make_case({model!r}, {core!r}, {T}, {B}); "
         "before = peak_rss_mib(); "
@@ -105,12 +106,16 @@ def main(argv=None) -> int:
     parser.add_argument("--unrolls", type=int, nargs="+", default=[50, 256])
     parser.add_argument("--cores", nargs="+", default=list(CORES), choices=list(CORES))
     parser.add_argument("--ac-max-frames", type=int, default=64 * 50,
-                        help="run the whole ActorCritic fwd+bwd only when T*B <= this "
-                             "(its CNN activations need ~3 MB per frame)")
+                        help="run the whole ActorCritic only when T*B <= this (its CNN "
+                             "needs ~1.5 MB per frame for fwd+bwd, ~0.5 MB for fwd)")
     parser.add_argument("--no-ac", action="store_true", help="skip the whole ActorCritic")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: on a shared, loaded 2-core machine, "
+                             "2 threads made the small per-step ops of srwm ~8x slower)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     cases = []
     for T in args.unrolls:
@@ -119,9 +124,7 @@ def main(argv=None) -> int:
                 continue
             for core in args.cores:
                 for mode in ("fwd", "fwd+bwd"):
-                    if model == "actor-critic" and mode == "fwd+bwd" and (
-                        T * args.batch > args.ac_max_frames
-                    ):
+                    if model == "actor-critic" and T * args.batch > args.ac_max_frames:
                         continue
                     cases.append((model, core, T, mode))
 
@@ -132,7 +135,10 @@ def main(argv=None) -> int:
         key = (model, core, T)
         if key not in runners:
             runners[key] = make_case(model, core, T, args.batch)
+        start = time.perf_counter()
         runners[key](mode)  # warm-up
+        print(f"# warm-up {model} {core} T={T} {mode}: {time.perf_counter() - start:.2f} s",
+              flush=True)
     times = {case: [] for case in cases}
     for r in range(args.repeats):
         for case in cases:
