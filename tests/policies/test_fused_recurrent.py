@@ -60,7 +60,8 @@ def rel_err(got: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def make_inputs(T, B, h=H, d=D, device="cpu", seed=0, resets=True, state=True):
-    """Random (never zero) float64 inputs; resets in the middle of the sequence."""
+    """Random (never zero) float64 inputs; resets in the middle of the sequence, one at t = 0
+    for batch element 1, a few random ones."""
     g = torch.Generator().manual_seed(seed)
     rows = 3 * d + 4
     x = torch.randn(T, B, h, d, generator=g, dtype=torch.float64) * 1.5
@@ -69,8 +70,10 @@ def make_inputs(T, B, h=H, d=D, device="cpu", seed=0, resets=True, state=True):
     es = None
     if resets:
         es = torch.rand(T, B, generator=g) < 0.15
-        for b in range(B):
-            es[(T * (b + 1)) // (B + 1), b] = True
+        for b in range(B):  # one reset inside the sequence (never at t = 0) per element
+            t_mid = (T * (b + 1)) // (B + 1)
+            if t_mid > 0:
+                es[t_mid, b] = True
         if B > 1:
             es[0, 1] = True
     def put(t):
