@@ -1,9 +1,10 @@
 """eval_rl.py end to end: two tiny agents trained by train_rl.py (one PPO update each on the
 cue-recall task), evaluated, compared, plotted and filmed; determinism; bad input; the overlap
-warning. All tests share one xdist group so that the tiny runs are trained once."""
+warning. The tiny runs are trained once per test session (shared by the xdist workers)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -18,7 +19,6 @@ from agents.evaluation.video import count_frames
 from tests.evaluation.helpers import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("eval_cli")
 
 TINY_FLAGS = [
     "--games", "cue-recall", "--total-steps", "128", "--num-envs", "8", "--unroll", "16",
@@ -37,12 +37,7 @@ def _eval(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="session")
-def trained_runs(tmp_path_factory) -> tuple[Path, Path]:
-    """Two tiny trained runs: an SRWM agent carrying its state, an LSTM agent resetting it."""
-    base = tmp_path_factory.mktemp("trained")
-    runs = [(base / "srwm_run", ["--core", "srwm", "--seed", "1"]),
-            (base / "lstm_run", ["--core", "lstm", "--seed", "2", "--state-reset", "episode"])]
+def _train(runs: list[tuple[Path, list[str]]]) -> None:
     procs = [subprocess.Popen([sys.executable, str(ROOT / "train_rl.py"), *TINY_FLAGS, *extra,
                                "--run-dir", str(d)], cwd=ROOT, env=_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -51,6 +46,25 @@ def trained_runs(tmp_path_factory) -> tuple[Path, Path]:
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
         assert list((d / "checkpoints").glob("ckpt_*.pt")), out
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny trained runs: an SRWM agent carrying its state, an LSTM agent resetting it.
+
+    Trained once per test session: under pytest-xdist the workers share a directory keyed by
+    the run's id and take a file lock, so the second worker reuses the first one's runs."""
+    uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    base = (tmp_path_factory.getbasetemp().parent / f"eval_cli_{uid}" if uid
+            else tmp_path_factory.mktemp("trained"))
+    base.mkdir(parents=True, exist_ok=True)
+    runs = [(base / "srwm_run", ["--core", "srwm", "--seed", "1"]),
+            (base / "lstm_run", ["--core", "lstm", "--seed", "2", "--state-reset", "episode"])]
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (base / ".done").exists():
+            _train(runs)
+            (base / ".done").write_text("ok")
     return runs[0][0], runs[1][0]
 
 

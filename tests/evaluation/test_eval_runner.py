@@ -115,15 +115,18 @@ def test_state_lifetime_follows_the_mask(mode):
 
 
 def test_reward_input_is_zeroed_at_a_reset_and_carried_otherwise():
+    class Spy(CountingPolicy):
+        def __init__(self):
+            self.seen = []
+
+        def act(self, obs, reward, episode_start, state, greedy=False):
+            self.seen.append(float(reward[0]))
+            return super().act(obs, reward, episode_start, state, greedy)
+
     for mode, expected in (("never", 1.0), ("episode", 0.0)):
-        seen = []
-
-        class Spy(CountingPolicy):
-            def act(self, obs, reward, episode_start, state, greedy=False):
-                seen.append(float(reward[0]))
-                return super().act(obs, reward, episode_start, state, greedy)
-
-        play(Spy(), ScriptedEnv(["a"], [2]), episodes_per_game=2, state_reset=mode)
+        spy = Spy()
+        play(spy, ScriptedEnv(["a"], [2]), episodes_per_game=2, state_reset=mode)
+        seen = spy.seen
         # steps: 0 (start, reward 0), 1 (reward 1), 2 (first obs of episode 2), 3
         assert seen[0] == 0.0 and seen[1] == 1.0 and seen[2] == expected
 
