@@ -74,6 +74,9 @@ def build_eval_parser() -> argparse.ArgumentParser:
                    help="parallel envs in total, a multiple of the number of games "
                    f"(default: {DEFAULT_ENVS_PER_GAME} per game, at most --episodes per game)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's default; 1 is often fastest for "
+                   "small models or a busy machine)")
     p.add_argument("--out", default="eval_out",
                    help="output directory for results.json/.csv, tables and plots "
                    "(default ./eval_out)")
@@ -222,8 +225,14 @@ def run_eval(argv: list[str]) -> int:
     if args.state_reset is not None and args.state_reset not in STATE_RESETS:
         raise UsageError(f"unknown --state-reset {args.state_reset!r}; valid: "
                          f"{', '.join(STATE_RESETS)}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     splits = resolve_splits(args)
     device = pick_device(args.device)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from agents.checkpoint import CheckpointError, load_agent
     from envs import SYNTHETIC_TASKS, resolve_games
@@ -332,8 +341,8 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
         raise UsageError(str(e)) from None
     try:
         n_actions = int(env.action_space.n)
-        policy_actions = int(policy.heads.policy.out_features)
-        if n_actions != policy_actions:
+        policy_actions = _num_actions(policy)
+        if policy_actions is not None and n_actions != policy_actions:
             raise UsageError(f"agent {name!r} has {policy_actions} actions but "
                              f"{', '.join(games)} has {n_actions}; evaluate it on games with "
                              f"{policy_actions} actions")
@@ -387,6 +396,11 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
                              d / "state_metrics.png", f"{name} ({core}) on {split}")
     _write_metrics_csv(played.metrics, d / "state_metrics.csv")
     return res
+
+
+def _num_actions(policy) -> int | None:
+    head = getattr(getattr(policy, "heads", None), "policy", None)
+    return int(head.out_features) if hasattr(head, "out_features") else None
 
 
 def _write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:

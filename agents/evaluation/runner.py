@@ -65,6 +65,10 @@ class PlayResult:
     env_steps: int = 0
     """Env steps in which the policy acted (steps x envs still playing)."""
     seconds: float = 0.0
+    complete: bool = True
+    """False when play stopped at max_steps before every quota was filled."""
+    finished_episodes: int = 0
+    """Every episode that ended, counted or not."""
 
 
 def episode_quotas(num_envs: int, episodes: int) -> list[int]:
@@ -107,7 +111,8 @@ def play(
     on_frame(obs [N, 64, 64, 3] uint8, step) -> keep_recording: called with the observations
     before every step while it returns True.
     progress(n): called with the number of newly counted episodes.
-    max_steps: stop (raise RuntimeError) after this many vectorised steps.
+    max_steps: stop after this many vectorised steps even if quotas are unfilled (then
+    ``result.complete`` is False; for benchmarks).
     """
     if state_reset not in STATE_RESETS:
         raise ValueError(f"unknown state_reset {state_reset!r}; valid: {', '.join(STATE_RESETS)}")
@@ -136,7 +141,8 @@ def play(
     with torch.inference_mode():
         while (finished < quotas).any():
             if max_steps is not None and step >= max_steps:
-                raise RuntimeError(f"evaluation did not finish within {max_steps} steps")
+                result.complete = False
+                break
             if recording:
                 recording = bool(on_frame(np.asarray(obs), step))
             playing = finished < quotas
@@ -183,6 +189,7 @@ def play(
                     )
                     new_counted += 1
                 finished[i] += 1
+                result.finished_episodes += 1
                 returns[i] = 0.0
                 lengths[i] = 0
             if progress is not None and new_counted:
