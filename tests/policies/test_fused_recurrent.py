@@ -1,33 +1,47 @@
 """The fused SRWM kernel against srwm_naive and an independent float64 reading of SPEC section 1.
 
-On a CPU the Triton kernels run in the Triton interpreter (TRITON_INTERPRET=1, set below
-before anything in this module imports triton; the op also interprets CPU tensors on its own,
-so the tests hold when another module of the same xdist worker imported triton first).
-Shapes are tiny on CPU; with CUDA the same tests also run at real sizes.
+Without CUDA the Triton kernels run in the Triton interpreter (TRITON_INTERPRET=1, set below
+before this module imports triton; if another module of the same process imported triton
+first, the whole module reruns in a fresh subprocess). With CUDA the compiled kernels are
+tested, at the same tiny shapes and at real sizes. Shapes are tiny so that the interpreter
+stays within about a minute of CPU time.
 
 Relative error of a tensor = max |fused - reference| / max |reference|.
 """
 
 import os
+import sys
 
-os.environ["TRITON_INTERPRET"] = "1"
+import torch
+
+# Without CUDA the kernels run in the Triton interpreter, which must be switched on before the
+# first import of triton in this process (triton's own library functions are interpreted only
+# when it is set at their import). With CUDA the compiled kernels are tested instead.
+ON_GPU = torch.cuda.is_available()
+if not ON_GPU:
+    os.environ["TRITON_INTERPRET"] = "1"
+DEV = "cuda" if ON_GPU else "cpu"
 
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-pytest.importorskip("triton", reason="the fused SRWM kernel needs triton")
+triton = pytest.importorskip("triton", reason="the fused SRWM kernel needs triton")
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+# If another module of this process imported triton first without TRITON_INTERPRET, the
+# interpreter cannot run here: the CPU cases skip and, on a machine without CUDA,
+# test_module_in_a_fresh_process runs this whole module in a subprocess instead.
+INTERPRETER_OK = isinstance(triton.language.max, InterpretedFunction)
 
 from policies.srwm.ops.naive import srwm_naive  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 H, D = 2, 16
 TOL = 1e-4
-HAS_CUDA = torch.cuda.is_available()
+HAS_CUDA = ON_GPU
 DEVICES = [
     "cpu",
     pytest.param(
@@ -41,9 +55,29 @@ DEVICES = [
 
 
 @pytest.fixture(autouse=True)
-def _nan_outputs(monkeypatch):
+def _nan_outputs(monkeypatch, request):
     """Every buffer the op allocates starts as NaN, so unwritten memory fails the checks."""
+    params = getattr(request.node, "callspec", None)
+    device = params.params.get("device", DEV) if params else DEV
+    fresh = request.node.originalname == "test_module_in_a_fresh_process"
+    if device == "cpu" and not INTERPRETER_OK and not fresh:
+        pytest.skip("CPU cases need the Triton interpreter, and triton was imported in this "
+                    "process without TRITON_INTERPRET=1 (" + (
+                        "the CUDA cases run instead)" if ON_GPU
+                        else "covered by test_module_in_a_fresh_process)"))
     monkeypatch.setenv("SRWM_FUSED_NAN_OUTPUTS", "1")
+
+
+def test_module_in_a_fresh_process():
+    """Only when this process cannot interpret: run the whole module in a fresh one."""
+    if INTERPRETER_OK or ON_GPU:
+        pytest.skip("the tests run in this process")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-n", "2", "-p", "no:cacheprovider"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
 
 
 def _fused():
@@ -232,15 +266,15 @@ def test_matches_naive_real_sizes_cuda(T, B):
 
 @pytest.mark.parametrize("every", [1, 3, 64])
 def test_checkpoint_interval_does_not_change_results(every):
-    _check_against_naive(9, 2, "cpu", every=every, seed=every)
+    _check_against_naive(9, 2, DEV, every=every, seed=every)
 
 
 def test_no_state_no_resets():
-    _check_against_naive(6, 2, "cpu", resets=False, state=False, seed=5)
+    _check_against_naive(6, 2, DEV, resets=False, state=False, seed=5)
 
 
 def test_reset_at_first_step_cuts_state_gradient():
-    x, w0, s0, es = make_inputs(5, 2, seed=3)
+    x, w0, s0, es = make_inputs(5, 2, device=DEV, seed=3)
     es[0] = True
     s = s0.float().requires_grad_()
     y, final = _fused()(x.float(), w0.float(), s, es)
@@ -249,7 +283,7 @@ def test_reset_at_first_step_cuts_state_gradient():
 
 
 def test_no_grad_call_and_bf16_inputs():
-    x, w0, s0, es = make_inputs(5, 2, seed=4)
+    x, w0, s0, es = make_inputs(5, 2, device=DEV, seed=4)
     with torch.no_grad():
         y, final = _fused()(x.float(), w0.float(), s0.float(), es)
     y_ref, f_ref = spec_reference(x, w0, s0, es)
@@ -273,7 +307,7 @@ def test_nan_poison_is_active():
 def test_dispatcher_runs_fused_on_request():
     from policies.srwm.ops import srwm
 
-    x, w0, s0, es = make_inputs(4, 2, seed=6)
+    x, w0, s0, es = make_inputs(4, 2, device=DEV, seed=6)
     y, final = srwm(x.float(), w0.float(), s0.float(), es, kernel="fused")
     y_ref, f_ref = spec_reference(x, w0, s0, es)
     assert rel_err(y, y_ref) <= TOL and rel_err(final, f_ref) <= TOL
@@ -293,7 +327,7 @@ def test_dispatcher_runs_fused_on_request():
     ],
 )
 def test_bad_inputs_raise_clear_errors(change, error, match):
-    x, w0, s0, es = make_inputs(3, 2, seed=7)
+    x, w0, s0, es = make_inputs(3, 2, device=DEV, seed=7)
     args = {"x": x.float(), "w0": w0.float(), "state": s0.float(), "episode_start": es}
     with pytest.raises(error, match=match):
         _fused()(**change(args))
@@ -310,7 +344,7 @@ def test_importing_policies_loads_no_triton():
 
 @pytest.mark.parametrize("d", [4, 32])
 def test_other_head_sizes(d):
-    x, w0, s0, es = make_inputs(5, 2, h=1, d=d, seed=d)
+    x, w0, s0, es = make_inputs(5, 2, h=1, d=d, device=DEV, seed=d)
     leaves = [t.float().requires_grad_() for t in (x, w0, s0)]
     y, final = _fused()(*leaves, es, checkpoint_every=2)
     ref_leaves = [t.clone().requires_grad_() for t in (x, w0, s0)]

@@ -5,7 +5,8 @@ formula and the derivation of the backward pass are in FUSED.md beside this file
 
 Importing this module imports triton (it raises ImportError with a clear message when triton
 is missing); nothing is compiled before the first call. CUDA tensors run the compiled kernels;
-CPU tensors run the same kernels through the Triton interpreter (slow: for tests only).
+CPU tensors run the same kernels through the Triton interpreter (slow: for tests only), which
+needs TRITON_INTERPRET=1 set before triton is first imported in the process.
 Set SRWM_FUSED_NAN_OUTPUTS=1 to allocate every output and gradient filled with NaN, so that
 memory a kernel fails to write shows up in tests.
 """
@@ -40,8 +41,15 @@ def _kernel(name: str, device: torch.device):
     kern = getattr(_k, name)
     if device.type == "cuda":
         return kern
+    import triton.language as tl
     from triton.runtime.interpreter import InterpretedFunction
 
+    if not isinstance(tl.max, InterpretedFunction):
+        raise RuntimeError(
+            "the fused srwm kernel runs CPU tensors only in the Triton interpreter, which needs "
+            "TRITON_INTERPRET=1 in the environment before triton is first imported in this "
+            "process; use kernel='naive' on CPU, or CUDA tensors"
+        )
     if isinstance(kern, InterpretedFunction):
         return kern
     if name not in _interpreted:
