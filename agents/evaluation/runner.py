@@ -174,7 +174,7 @@ def play(
             for i in np.flatnonzero(done):
                 info = infos[i] if infos is not None else {}
                 ep = info.get("episode") or {}
-                if i == 0:
+                if i == 0 and run[0]:
                     result.episode_ends_env0.append(step)
                 if finished[i] < quotas[i]:
                     result.episodes.append(
