@@ -175,9 +175,6 @@ class ProcgenVecEnv(GameVecEnv):
     def reset(self) -> np.ndarray:
         """The current observations, uint8 [N, 64, 64, 3] (see the module docstring)."""
         _, ob, _ = self._env.observe()
-        # ProcGen fills its first observations and infos on worker threads; observe() waits
-        # for them (reading the info buffers before that can return stale seeds).
-        self._env.observe()
         self._reset_infos(self._level_seeds()[0])
         return ob["rgb"]
 
