@@ -251,8 +251,9 @@ def default_run_dir(games: str, core: str, algo: str) -> str:
     return str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}_{label}_{core}_{algo}")
 
 
-def resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
-    """The saved config of --resume RUN_DIR with the allowed overrides, and the checkpoint."""
+def resume_config(args: argparse.Namespace) -> tuple[Any, Path, int]:
+    """The saved config of --resume RUN_DIR with the allowed overrides, the checkpoint and its
+    global step."""
     from agents.checkpoint import config_from_checkpoint, find_latest_checkpoint, load_checkpoint
     from agents.config import ConfigError
 
@@ -272,7 +273,7 @@ def resume_config(args: argparse.Namespace) -> tuple[Any, Path]:
     cfg = config_from_checkpoint(payload)
     cfg.apply_overrides({k: given[k] for k in RESUME_OVERRIDABLE if k in given})
     cfg.run_dir = str(args.resume)
-    return cfg, path
+    return cfg, path, int(payload["global_step"])
 
 
 def _fail(message: str) -> int:
@@ -288,7 +289,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.resume:
-            cfg, resume_from = resume_config(args)
+            cfg, resume_from, step = resume_config(args)
+            if step >= cfg.total_steps and not args.dry_run:
+                print(f"train_rl.py: nothing to do: {args.resume} is at step {step:,} >= "
+                      f"total_steps {cfg.total_steps:,}; pass a larger --total-steps",
+                      file=sys.stderr)
+                return 0
         else:
             cfg, resume_from = config_from_args(args), None
         if args.dry_run:

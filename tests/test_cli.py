@@ -216,3 +216,29 @@ def test_step_counts_parse():
     assert train_rl.parse_steps("1e6") == 1_000_000
     assert train_rl.parse_steps("300_000_000") == 300_000_000
     assert train_rl.parse_steps("1.5k") == 1500
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    args = ["--games", "bigfish", "--total-steps", "1M", "--num-envs", "2", "--unroll", "8",
+            "--num-minibatches", "1", "--no-progress", "--run-dir", str(run), *TINY_MODEL]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_rl.py"), *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "config.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)  # config.json is written right before the training loop starts
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err and "Traceback" not in err
+    agent = ckpt.load_agent(run)
+    assert agent.global_step > 0 and agent.global_step % 16 == 0
+
+    again = cli("--resume", run, "--total-steps", str(agent.global_step), "--no-progress")
+    assert again.returncode == 0 and "nothing to do" in again.stderr
+    assert ckpt.list_checkpoints(run) == [agent.path]
