@@ -154,3 +154,34 @@ def test_env_with_wrong_observations_is_rejected(tmp_path):
     env = DummyVecEnv([lambda: Small(0)] * 2)
     with pytest.raises(ConfigError, match="uint8"):
         train(tiny_cfg(tmp_path / "run"), env=env, progress=False)
+
+
+def test_episode_stats_per_game_and_aggregate():
+    from agents.metrics import EpisodeStats
+
+    stats = EpisodeStats(["bigfish", "starpilot"], "easy")
+    stats.add([{"r": 1.0, "l": 10, "game": "bigfish"}, {"r": 40.0, "l": 30, "game": "bigfish"},
+               {"r": 2.5, "l": 20, "game": "starpilot"}])
+    out = stats.pop_scalars()
+    assert out["charts/episodic_return/bigfish"] == 20.5
+    assert out["charts/normalized_score/bigfish"] == pytest.approx(0.5)
+    assert out["charts/normalized_score/starpilot"] == pytest.approx(0.0)
+    assert out["charts/normalized_score"] == pytest.approx(0.25)  # mean over games
+    assert out["charts/episodic_return"] == pytest.approx(43.5 / 3)  # mean over episodes
+    assert out["charts/episode_length"] == 20
+    assert stats.pop_scalars() == {}  # the window was cleared; the recent window was not
+    assert stats.recent_mean_return() == pytest.approx((20.5 + 2.5) / 2)
+
+
+def test_progress_lines_without_a_terminal():
+    import io
+
+    from agents.metrics import Progress
+
+    stream = io.StringIO()
+    bar = Progress(1000, 0, stream=stream, line_every_s=0)
+    bar.update(500, 1.5, 0.25)
+    bar.close()
+    line = stream.getvalue().strip()
+    assert line.startswith("step 500/1.0k (50.0%)") and "SPS" in line and "ETA" in line
+    assert "return 1.50" in line and "score 0.250" in line
