@@ -248,3 +248,17 @@ def test_overlapping_levels_print_a_warning_not_an_error(tmp_path_factory, capsy
     assert "[1040, 1043)" in warnings[0] and "[1000, 1050)" in warnings[0]
     assert main([str(run), "--start-level", "1050", "--num-levels", "3", *args]) == 0
     assert "warning:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("core", ["ff", "deltanet"])
+def test_cores_without_self_modification_are_evaluated_and_said_so(tmp_path, core):
+    run = make_run(tmp_path / f"{core}_run", core=core)
+    out = tmp_path / "o"
+    assert main([str(run), "--episodes", "2", "--out", str(out),
+                 "--bootstrap-resamples", "10"]) == 0
+    metrics = (out / f"{core}_run" / "test1" / "state_metrics.csv").read_text().splitlines()
+    if core == "ff":  # no state at all: only the step column
+        assert metrics[0] == "step"
+    else:
+        assert "deltanet_l0_fast_norm" in metrics[0]
+    assert (out / f"{core}_run" / "test1" / "state_metrics.png").read_bytes()[:4] == b"\x89PNG"
