@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"PPO minibatches per epoch (split by env; must divide --num-envs) "
                         f"[default: {d.ppo.num_minibatches}]")
     g.add_argument("--batch-size", type=int, default=None,
-                   help=f"V-trace sequences per optimizer step (must divide --num-envs) "
+                   help=f"V-trace sequences per optimizer step (must divide --num-envs, "
+                        f"or be >= it: then the whole segment is one batch) "
                         f"[default: {d.vtrace.batch_size}]")
     g.add_argument("--actor-lag", type=int, choices=(0, 1), default=None,
                    help="V-trace: act with parameters 0 or 1 update old "

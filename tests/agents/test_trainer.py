@@ -185,3 +185,16 @@ def test_progress_lines_without_a_terminal():
     line = stream.getvalue().strip()
     assert line.startswith("step 500/1.0k (50.0%)") and "SPS" in line and "ETA" in line
     assert "return 1.50" in line and "score 0.250" in line
+
+
+def test_same_seed_same_result_on_a_synthetic_task_built_from_the_config(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        cfg = tiny_cfg(tmp_path / name, games=["cue-recall"], num_envs=4, total_steps=64,
+                       seed=3)
+        result = train(cfg, progress=False)
+        assert result.global_step == 64
+        results.append(params(tmp_path / name))
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["games"] == ["cue-recall"]
