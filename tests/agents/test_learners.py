@@ -152,3 +152,23 @@ def test_reward_normalizer_matches_running_return_std():
         ret[dones[t]] = 0.0
     big = norm(torch.full((1, 3), 1e6), torch.zeros(1, 3, dtype=torch.bool))
     assert big.max() <= 10.0
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vtrace"])
+def test_same_seed_same_result(make_tiny_policy, algo):
+    """Two runs from the same seeds (torch and env) end with identical parameters and metrics."""
+    from envs import make_env
+
+    def run():
+        policy = make_tiny_policy("srwm", num_actions=2, seed=3)
+        learner = make_learner(algo, policy, num_envs=4, unroll=6, total_steps=1000,
+                               device="cpu", ppo_cfg=PPOConfig(num_minibatches=2),
+                               vtrace_cfg=VTraceConfig(batch_size=2))
+        collector = RolloutCollector(make_env("cue-recall", 4, seed=5), policy, 6, "never")
+        metrics = [learner.update(collector.collect()) for _ in range(2)]
+        return policy.state_dict(), metrics
+
+    (params1, m1), (params2, m2) = run(), run()
+    assert m1 == m2
+    for k, v in params1.items():
+        torch.testing.assert_close(v, params2[k], rtol=0, atol=0, msg=k)
