@@ -11,7 +11,9 @@ time, so env construction and start-up are excluded, and the first `--warmup` up
 run are dropped. Cases are interleaved over `--rounds` (A B C D A B C D ...) so that a noisy,
 shared machine slows all of them alike. Reported: median env steps/s over all timed updates,
 median seconds of collect and of update per update, and the cost per step of each core
-relative to ff (= SPS_ff / SPS_core; the target for srwm is <= 1.25).
+relative to ff (= SPS_ff / SPS_core; the target for srwm is <= 1.25), pooled over all rounds
+and per round (the two runs of a round ran back to back, so the per-round ratio is the one
+least disturbed by other load on a shared machine; its median is the headline figure).
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     cases = [(a, c) for a in args.algos.split(",") for c in args.cores.split(",")]
     raw: dict[tuple[str, str], dict] = {}
+    per_round: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for algo, core in cases:
@@ -94,6 +97,8 @@ def main() -> int:
                                                     "learn_s": []})
                 for k in ("update_s", "collect_s", "learn_s"):
                     acc[k] += res[k]
+                per_round.setdefault((algo, core), []).append(
+                    res["steps_per_update"] / statistics.median(res["update_s"]))
                 print(f"round {r}: {algo:6s} {core:5s} "
                       f"{res['steps_per_update'] / statistics.median(res['update_s']):8.1f} SPS",
                       file=sys.stderr, flush=True)
@@ -103,8 +108,8 @@ def main() -> int:
           f"{torch.__version__}; games {args.games}; {args.num_envs} envs; "
           f"{args.updates} timed updates x {args.rounds} rounds per case\n")
     print("| algo | core | steps/update | env steps/s (median) | collect s | update s | "
-          "cost/step vs ff |")
-    print("|---|---|---|---|---|---|---|")
+          "cost/step vs ff (pooled) | cost/step vs ff (per round) |")
+    print("|---|---|---|---|---|---|---|---|")
     rows = []
     for (algo, core), res in raw.items():
         sps = res["steps_per_update"] / statistics.median(res["update_s"])
@@ -112,9 +117,14 @@ def main() -> int:
     for algo, core, sps, res in rows:
         ff = next((s for a, c, s, _ in rows if a == algo and c == "ff"), None)
         ratio = f"{ff / sps:.2f}x" if ff else "-"
+        rounds = "-"
+        if (algo, "ff") in per_round:
+            rs = [f / c for f, c in zip(per_round[(algo, "ff")], per_round[(algo, core)],
+                                        strict=True)]
+            rounds = f"{statistics.median(rs):.2f}x (" + ", ".join(f"{r:.2f}" for r in rs) + ")"
         print(f"| {algo} | {core} | {res['steps_per_update']} | {sps:.1f} | "
               f"{statistics.median(res['collect_s']):.2f} | "
-              f"{statistics.median(res['learn_s']):.2f} | {ratio} |")
+              f"{statistics.median(res['learn_s']):.2f} | {ratio} | {rounds} |")
     if args.json:
         Path(args.json).write_text(json.dumps(
             [{"algo": a, "core": c, "sps": s, **{k: v for k, v in r.items()}}
