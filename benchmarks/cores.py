@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cores", nargs="+", default=list(CORES), choices=list(CORES))
     parser.add_argument("--ac-max-frames", type=int, default=64 * 50,
                         help="run the whole ActorCritic only when T*B <= this (its CNN "
-                             "needs ~1.5 MB per frame for fwd+bwd, ~0.5 MB for fwd)")
+                             "needs ~1.3 MB per frame for fwd+bwd, ~0.5 MB for fwd)")
     parser.add_argument("--no-ac", action="store_true", help="skip the whole ActorCritic")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory runs")
     parser.add_argument("--threads", type=int, default=1,
