@@ -141,11 +141,13 @@ def test_same_checkpoint_and_seed_give_identical_results(trained_runs, tmp_path)
 
 def test_state_reset_override_and_custom_levels(trained_runs, tmp_path):
     run, _ = trained_runs
+    ckpt = sorted((run / "checkpoints").glob("ckpt_*.pt"))[-1]  # a checkpoint file this time
     out = tmp_path / "o"
-    assert main([str(run), "--episodes", "2", "--state-reset", "span", "--start-level", "5000",
+    assert main([str(ckpt), "--episodes", "2", "--state-reset", "span", "--start-level", "5000",
                  "--num-levels", "10", "--out", str(out), "--bootstrap-resamples", "10"]) == 0
     doc = json.loads((out / "results.json").read_text())
     agent = doc["agents"][0]
+    assert agent["name"] == "srwm_run@128" and agent["checkpoint"] == str(ckpt)
     assert agent["settings"]["state_reset"] == "span"
     assert agent["trained"]["state_reset"] == "never"
     split = agent["splits"]["levels5000+10"]
