@@ -77,9 +77,9 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's default; 1 is often fastest for "
                    "small models or a busy machine)")
-    p.add_argument("--out", default="eval_out",
+    p.add_argument("--out", default=None,
                    help="output directory for results.json/.csv, tables and plots "
-                   "(default ./eval_out)")
+                   "(default runs/eval/<UTC time>, which git ignores)")
     p.add_argument("--bootstrap-resamples", type=int, default=9999,
                    help="bootstrap resamples for the 95%% CIs (default 9999)")
     p.add_argument("--metrics-every", type=int, default=1,
@@ -102,7 +102,8 @@ def build_plot_parser() -> argparse.ArgumentParser:
                 description="Learning curves from runs' TensorBoard logs (RUN_DIR/tb) to PNG: "
                 "episodic return per game and the normalized score aggregate, against env steps.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default="eval_out", help="output directory (default ./eval_out)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default runs/eval/<UTC time>_curves)")
     p.add_argument("--smoothing", type=float, default=0.6,
                    help="TensorBoard-style EMA weight in [0, 1) (default 0.6; 0 = raw)")
     return p
@@ -252,17 +253,29 @@ def run_eval(argv: list[str]) -> int:
 
     from .report import AgentResult, write_results
 
-    out = Path(args.out)
+    out = Path(args.out or _default_out())
     results: list[AgentResult] = []
+    # Check every agent against its games before playing anything (fail in seconds, not
+    # after the first agent's evaluation).
+    plans = []
     for name, agent in zip(names, loaded, strict=True):
         cfg = agent.config
         try:
             games = games_override if args.games is not None else resolve_games(cfg.games)
         except ValueError as e:
             raise UsageError(f"checkpoint {str(agent.path)!r}: {e}") from None
+        num_envs = _num_envs(args, games)
+        env_actions, policy_actions = _env_num_actions(games), _num_actions(agent.policy)
+        if policy_actions is not None and env_actions != policy_actions:
+            raise UsageError(f"agent {name!r} has {policy_actions} actions but "
+                             f"{', '.join(games)} has {env_actions}; evaluate it on games with "
+                             f"{policy_actions} actions")
+        plans.append((name, agent, games, num_envs))
+
+    for name, agent, games, num_envs in plans:
+        cfg = agent.config
         state_reset = args.state_reset or cfg.state_reset
         dist = args.distribution_mode or cfg.distribution_mode
-        num_envs = _num_envs(args, games)
         synthetic = games[0] in SYNTHETIC_TASKS
         result = AgentResult(
             name=name, checkpoint=str(agent.path), global_step=int(agent.global_step),
@@ -308,6 +321,10 @@ def run_eval(argv: list[str]) -> int:
     print(f"wrote {', '.join(str(p) for p in written)} and per-agent plots under {out}/<agent>/",
           file=sys.stderr)
     return 0
+
+
+def _default_out(suffix: str = "") -> Path:
+    return Path("runs") / "eval" / (time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + suffix)
 
 
 def _levels(start: int, num: int) -> str:
@@ -398,6 +415,20 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
     return res
 
 
+def _env_num_actions(games: list[str]) -> int:
+    """Actions of the env for these games: 15 for ProcGen (SPEC section 6); a synthetic task
+    is asked (a one-env instance is cheap)."""
+    from envs import SYNTHETIC_TASKS, make_env
+
+    if games[0] not in SYNTHETIC_TASKS:
+        return 15
+    env = make_env(games, 1)
+    try:
+        return int(env.action_space.n)
+    finally:
+        env.close()
+
+
 def _num_actions(policy) -> int | None:
     head = getattr(getattr(policy, "heads", None), "policy", None)
     return int(head.out_features) if hasattr(head, "out_features") else None
@@ -432,7 +463,8 @@ def run_plot(argv: list[str]) -> int:
     from .curves import CurvesError, plot_learning_curves
 
     try:
-        written = plot_learning_curves(args.runs, args.out, args.smoothing)
+        written = plot_learning_curves(args.runs, args.out or _default_out("_curves"),
+                                       args.smoothing)
     except CurvesError as e:
         raise UsageError(str(e)) from None
     print("wrote " + ", ".join(str(p) for p in written))

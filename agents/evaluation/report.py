@@ -125,7 +125,8 @@ def _cells(values, cis, digits) -> list[str]:
         text = fmt(v, digits)
         if i in best:
             text = f"**{text}**"
-        out.append(text + (f" {fmt_ci(ci, digits)}" if ci is not None else ""))
+        ci_text = fmt_ci(ci, digits) if ci is not None else "n/a"
+        out.append(text + (f" {ci_text}" if ci_text != "n/a" else ""))
     return out
 
 
@@ -147,6 +148,10 @@ def comparison_markdown(agents: list[AgentResult]) -> str:
         games = list(dict.fromkeys(g for p in present if p for g in p.games))
         parts += ["", f"## {split} (levels {first.start_level}+{first.num_levels}, "
                       f"{first.distribution_mode})", ""]
+        game_sets = {tuple(p.games) for p in present if p is not None}
+        if len(game_sets) > 1:
+            parts += ["Note: the agents were evaluated on different games; their aggregates "
+                      "are not comparable.", ""]
         rows = []
         for g in games:
             vals = [p.games[g].normalized if p and g in p.games else None for p in present]
