@@ -38,6 +38,7 @@ class SplitResult:
             "overlaps_training_levels": self.overlaps_training,
             "games": {g: s.to_dict() for g, s in self.games.items()},
             "aggregate": self.aggregate.to_dict(),
+            "return_by_episode_index": return_by_episode_index(self.play.episodes),
             "steps": self.play.steps,
             "env_steps": self.play.env_steps,
             "seconds": round(self.play.seconds, 3),
@@ -69,6 +70,16 @@ class AgentResult:
             "settings": self.settings,
             "splits": {k: v.to_dict() for k, v in self.splits.items()},
         }
+
+
+def return_by_episode_index(episodes: list[Episode]) -> dict[str, list[dict[str, float]]]:
+    """Per game: for each index in the envs' episode streams, the mean return over the envs
+    and how many envs reached that index (the numbers behind episode_index.png)."""
+    by: dict[str, dict[int, list[float]]] = {}
+    for e in episodes:
+        by.setdefault(e.game, {}).setdefault(e.index, []).append(e.ret)
+    return {g: [{"index": i, "mean_return": sum(v) / len(v), "envs": len(v)}
+                for i, v in sorted(d.items())] for g, d in by.items()}
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

@@ -52,6 +52,9 @@ def test_result_files(tmp_path):
     doc = json.loads((tmp_path / "results.json").read_text())  # strict JSON: NaN -> null
     g2 = doc["agents"][0]["splits"]["test1"]["games"]["g2"]
     assert g2["se_return"] is None and g2["normalized"] == pytest.approx(0.7)
+    by_index = doc["agents"][0]["splits"]["test1"]["return_by_episode_index"]
+    assert by_index["g1"] == [{"index": 0, "mean_return": 1.0, "envs": 1},
+                              {"index": 1, "mean_return": 3.0, "envs": 1}]
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
     assert [r["game"] for r in rows[:4]] == ["g1", "g2", "aggregate:mean", "aggregate:iqm"]
     assert float(rows[2]["normalized_score"]) == pytest.approx((0.2 + 0.7) / 2)
