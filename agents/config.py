@@ -155,6 +155,10 @@ class TrainConfig:
         """PPO minibatches per epoch (stored in `ppo.num_minibatches`; one source of truth)."""
         return int(self.ppo.num_minibatches)
 
+    @num_minibatches.setter
+    def num_minibatches(self, value: int) -> None:
+        self.ppo.num_minibatches = int(value)
+
     @property
     def steps_per_update(self) -> int:
         """Env steps consumed by one update: num_envs * unroll."""

@@ -198,3 +198,34 @@ def test_same_seed_same_result_on_a_synthetic_task_built_from_the_config(tmp_pat
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
     saved = json.loads((tmp_path / "a" / "config.json").read_text())
     assert saved["games"] == ["cue-recall"]
+
+
+def test_config_json_round_trip_and_unknown_keys():
+    cfg = TrainConfig(games=["paper6"], algo="vtrace", seed=5).resolved()
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.model.cnn_channels == (16, 32, 32)
+    with pytest.raises(ConfigError, match="unknown TrainConfig keys: colour"):
+        TrainConfig.from_dict({**cfg.to_dict(), "colour": 1})
+    with pytest.raises(ConfigError, match="unknown ppo config keys: epochz"):
+        TrainConfig.from_dict({**cfg.to_dict(), "ppo": {"epochz": 3}})
+    with pytest.raises(ConfigError, match="unknown ModelConfig keys: depth"):
+        TrainConfig.from_dict({**cfg.to_dict(), "model": {"depth": 3}})
+
+
+@pytest.mark.parametrize("games,algo,envs,unroll", [
+    ("all", "ppo", 64, 256), ("paper6", "ppo", 72, 256), ("paper6", "vtrace", 96, 50),
+    ("memory4", "vtrace", 32, 50), ("bigfish", "vtrace", 32, 50)])
+def test_algorithm_dependent_defaults(games, algo, envs, unroll):
+    cfg = TrainConfig(games=[games], algo=algo).resolved()
+    assert (cfg.num_envs, cfg.unroll) == (envs, unroll)
+    assert cfg.steps_per_update == envs * unroll
+
+
+def test_preset_with_overrides():
+    cfg = TrainConfig.from_preset("expert-bigfish", **{"model.core": "lstm"}).resolved()
+    assert cfg.games == ["bigfish"] and cfg.total_steps == 50_000_000
+    assert cfg.model.core == "lstm" and cfg.algo == "vtrace"
+    cfg.num_minibatches = 4
+    assert cfg.ppo.num_minibatches == 4
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        TrainConfig.from_preset("nope")
