@@ -53,7 +53,9 @@ def run_case(algo: str, core: str, args: argparse.Namespace, tmp: Path, tag: str
         parts.append((metrics["charts/time_collect_s"], metrics["charts/time_update_s"]))
 
     t0 = time.perf_counter()
-    train(cfg, progress=False, on_update=on_update)
+    result = train(cfg, progress=False, on_update=on_update)
+    if result.interrupted:  # train() turns SIGINT / SIGTERM into a clean stop: stop here too
+        sys.exit(130 if result.interrupted == "SIGINT" else 143)
     # the first interval starts at the first update's start: approximate it by its own parts
     first = stamps[0] - sum(parts[0])
     times = [b - a for a, b in zip([first, *stamps[:-1]], stamps, strict=True)]
