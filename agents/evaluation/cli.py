@@ -44,7 +44,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="eval_rl.py",
         description="Evaluate trained agents on ProcGen level splits: per-game returns, "
-        "normalized scores with bootstrap 95%% CIs, comparison tables, plots, video. "
+        "normalized scores with bootstrap 95% CIs, comparison tables, plots, video. "
         "Use `eval_rl.py plot RUN ...` for learning curves from TensorBoard logs.",
     )
     p.add_argument("agents", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT",

@@ -17,8 +17,8 @@ only env time. Envs shown in a video keep playing with the policy while the vide
 The state lifetime follows the agent's training (``never``: carried across episodes;
 ``episode``: zeroed at every episode start; ``span``: zeroed every ``unroll`` steps), through
 the same mask function that the training rollout uses (``agents.rollout.episode_start_mask``),
-and the reward input follows the rollout too: the previous step's reward, zeroed at an episode
-start unless the state is carried (``never``).
+and the reward input follows the rollout too: the previous step's raw reward, also at the first
+observation of an episode (the previous episode's last reward, as in training and TorchBeast).
 """
 
 from __future__ import annotations
@@ -196,8 +196,6 @@ def play(
                 progress(new_counted)
             reward = torch.as_tensor(rew, dtype=torch.float32, device=device)
             prev_done = torch.as_tensor(done)
-            if state_reset != "never":  # as the training rollout: nothing crosses a reset
-                reward[prev_done.to(device)] = 0.0
             step += 1
     result.steps = step
     result.seconds = time.perf_counter() - t0

@@ -114,7 +114,9 @@ def test_state_lifetime_follows_the_mask(mode):
     assert res.episode_ends_env0 == [2, 5, 8]
 
 
-def test_reward_input_is_zeroed_at_a_reset_and_carried_otherwise():
+def test_reward_input_is_the_previous_reward_in_every_mode_as_in_training():
+    """Like agents.rollout.RolloutCollector: the first obs of an episode comes with the previous
+    episode's last reward, whatever the state lifetime (only the core state is reset)."""
     class Spy(CountingPolicy):
         def __init__(self):
             self.seen = []
@@ -123,7 +125,7 @@ def test_reward_input_is_zeroed_at_a_reset_and_carried_otherwise():
             self.seen.append(float(reward[0]))
             return super().act(obs, reward, episode_start, state, greedy)
 
-    for mode, expected in (("never", 1.0), ("episode", 0.0)):
+    for mode, expected in (("never", 1.0), ("episode", 1.0), ("span", 1.0)):
         spy = Spy()
         play(spy, ScriptedEnv(["a"], [2]), episodes_per_game=2, state_reset=mode)
         seen = spy.seen
