@@ -82,6 +82,7 @@ def evaluate(policy, task, task_kwargs, *, state_reset="episode", steps=120, see
 # at 30k). The LR is not annealed: annealed runs stayed on the plateau.
 PPO_CUE = PPOConfig(lr=2e-3, num_minibatches=4)
 CUE_STEPS = 30_000
+CUE_STEPS_FAST = 15_000  # lstm learns in about 6k steps; ff gets the same budget as lstm
 SEED = 1
 
 
@@ -95,7 +96,7 @@ def test_cue_recall_srwm_ppo_learns():
 
 
 def test_cue_recall_lstm_ppo_learns():
-    policy, train_return = train("cue-recall", CUE, "lstm", "ppo", steps=CUE_STEPS,
+    policy, train_return = train("cue-recall", CUE, "lstm", "ppo", steps=CUE_STEPS_FAST,
                                  ppo_cfg=PPO_CUE, seed=SEED)
     success, n = evaluate(policy, "cue-recall", CUE)
     print(f"lstm ppo cue-recall: greedy success {success:.3f} over {n} episodes, "
@@ -108,9 +109,9 @@ def test_cue_recall_ff_ppo_stays_at_chance():
     feed-forward policy can do is chance (1/2). Greedy play answers one fixed action, right
     for the episodes whose cue is that action; over ~480 episodes the std of that fraction
     is about 0.023, so chance + 0.1 is more than 4 standard deviations above chance, and far
-    below the 0.9 that the memory cores reach with the same budget."""
+    below the 0.9 that the lstm reaches with the same budget."""
     chance = reference_returns("cue-recall", **CUE)["chance"]
-    policy, train_return = train("cue-recall", CUE, "ff", "ppo", steps=CUE_STEPS,
+    policy, train_return = train("cue-recall", CUE, "ff", "ppo", steps=CUE_STEPS_FAST,
                                  ppo_cfg=PPO_CUE, seed=SEED)
     success, n = evaluate(policy, "cue-recall", CUE)
     print(f"ff ppo cue-recall: greedy success {success:.3f} over {n} episodes, "
@@ -137,7 +138,8 @@ def test_cue_recall_lstm_vtrace_learns():
 
 
 @pytest.mark.xfail(reason="not reached within the CPU budget: the tiny srwm agent stayed on its "
-                          "chance plateau for 90k V-trace steps (batch 4 or 16, lr 1e-3..2e-3)",
+                          "chance plateau for 90k V-trace steps (batch 4 or 16, lr 1e-3..2e-3); "
+                          "the lstm V-trace test shows the learner works",
                    strict=False)
 def test_cue_recall_srwm_vtrace_learns():
     policy, train_return = train("cue-recall", CUE, "srwm", "vtrace", steps=VTRACE_STEPS,
@@ -155,8 +157,10 @@ BANDIT_EVAL_STEPS = 400  # 200 episodes per env, about 25 switches of the good a
 
 
 @pytest.mark.xfail(reason="not reached within the CPU budget: the tiny srwm agent with the "
-                          "state carried across episodes stayed at chance for 60k PPO steps "
-                          "(seeds 0, 1; one 30k run reached 0.63 greedy)", strict=False)
+                          "state carried across episodes did not hold >= 0.7 within 60k PPO "
+                          "steps (seed 0: chance throughout; seed 1: training return peaked "
+                          "at 0.73 near 46k, then fell back); the lstm test below shows the "
+                          "mechanism", strict=False)
 def test_switching_bandit_srwm_state_carried_across_episodes_pays():
     """switching-bandit with the state carried across episodes (state_reset never): the state
     can hold the last choice and its outcome (win-stay / lose-shift reaches 1 - 1/8 = 0.875).
@@ -177,13 +181,36 @@ def test_switching_bandit_srwm_state_carried_across_episodes_pays():
 def test_switching_bandit_srwm_state_reset_each_episode_stays_at_chance():
     """With the state reset at every episode start (and reward input 0 at the choice frame)
     the agent has no information about the good arm: whatever it learns, its expected return
-    is chance, 0.5. Greedy play over 3200 episodes in 16 envs (about 400 blocks of the same
-    good arm) has a std of about 0.025 around 0.5, so < 0.6 holds with > 4 std of margin."""
+    is chance, 0.5. Over 3200 greedy episodes (16 envs, ~400 blocks of the same good arm; the
+    episodes of a block are correlated) a fixed-arm policy lands within about +-0.06 of 0.5
+    (0.444 / 0.556 seen on another seed, 0.511 here), so < 0.6 holds with margin."""
     chance = reference_returns("switching-bandit", **BANDIT)["chance"]
-    policy, train_return = train("switching-bandit", BANDIT, "srwm", "ppo", steps=BANDIT_STEPS,
-                                 state_reset="episode", ppo_cfg=PPO_BANDIT, seed=SEED)
+    policy, train_return = train("switching-bandit", BANDIT, "srwm", "ppo",
+                                 steps=BANDIT_STEPS // 2, state_reset="episode",
+                                 ppo_cfg=PPO_BANDIT, seed=SEED)
     ret, n = evaluate(policy, "switching-bandit", BANDIT, state_reset="episode",
                       steps=BANDIT_EVAL_STEPS)
     print(f"srwm ppo switching-bandit episode: greedy return {ret:.3f} over {n} episodes, "
           f"late training return {train_return:.3f}")
     assert ret < chance + 0.1
+
+
+LSTM_BANDIT_STEPS = 12_000  # the lstm reaches ~0.87 within about 6k steps
+
+
+@pytest.mark.parametrize("state_reset", ["never", "episode"])
+def test_switching_bandit_lstm_never_beats_episode(state_reset):
+    """The same comparison with the lstm core, which learns it fast: carried across episodes
+    (never) it reaches >= 0.75 (optimum 0.875); reset every episode it stays below 0.6
+    (chance 0.5, see the srwm test above): never earns > 0.15 more."""
+    policy, train_return = train("switching-bandit", BANDIT, "lstm", "ppo",
+                                 steps=LSTM_BANDIT_STEPS, state_reset=state_reset,
+                                 ppo_cfg=PPO_BANDIT, seed=SEED)
+    ret, n = evaluate(policy, "switching-bandit", BANDIT, state_reset=state_reset,
+                      steps=BANDIT_EVAL_STEPS)
+    print(f"lstm ppo switching-bandit {state_reset}: greedy return {ret:.3f} over {n} episodes, "
+          f"late training return {train_return:.3f}")
+    if state_reset == "never":
+        assert ret >= 0.75
+    else:
+        assert ret < 0.6
