@@ -47,6 +47,17 @@ class ModelConfig:
     """Detach the SRWM state after every step (the published code's behaviour; no gradient
     through the self-modification). Default False: backpropagate through the whole unroll."""
 
+    srwm_pre_ln: bool = False
+    """LayerNorm on the residual stream before the SRWM heads: x_t = softmax(LN(h_t)[head]).
+    Departs from SPEC section 1 (off by default); see policies/srwm/README.md."""
+
+    srwm_qk_init_scale: float = 1.0
+    """Init std of the q and k row blocks of W0 is this times 1/sqrt(d) (SPEC: 1). Larger
+    values make the queries and keys distinct at init (see policies/srwm/README.md)."""
+
+    srwm_beta_init: float = 0.0
+    """Init mean of the 4 learning-rate rows of W0 (SPEC: 0): an offset on the rates' logits,
+    sigmoid(beta_init) at init. The published code uses -1 or 0."""
 
     def __post_init__(self) -> None:
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
@@ -69,6 +80,8 @@ class ModelConfig:
                      "cnn_out"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.srwm_qk_init_scale > 0:
+            raise ValueError(f"srwm_qk_init_scale must be positive, got {self.srwm_qk_init_scale}")
         if self.num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")
         if not self.cnn_channels or any(c <= 0 for c in self.cnn_channels):

@@ -130,7 +130,9 @@ class SRWMCore(MemoryStack):
 
     def make_memory(self, cfg: ModelConfig) -> nn.Module:
         return SRWMLayer(cfg.num_heads, cfg.head_size, self_modify=True,
-                         kernel=cfg.srwm_kernel, detach_every_step=cfg.srwm_detach_every_step)
+                         kernel=cfg.srwm_kernel, detach_every_step=cfg.srwm_detach_every_step,
+                         pre_ln=cfg.srwm_pre_ln, qk_init_scale=cfg.srwm_qk_init_scale,
+                         beta_init=cfg.srwm_beta_init)
 
 
 class FakeSRCore(MemoryStack):

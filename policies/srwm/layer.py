@@ -16,7 +16,13 @@ class SRWMLayer(nn.Module):
     (the op applies the softmax). With self_modify=False (the fake-sr layer) W stays W0 and
     only its y block exists: y_t = W0_y softmax(h_t[head]); the layer then has no state.
 
-    W0 init: every entry ~ Normal(mean 0, std 1/sqrt(d)).
+    W0 init: every entry ~ Normal(mean 0, std 1/sqrt(d)) (SPEC section 1). Three options
+    depart from that on purpose, all OFF by default (see policies/srwm/README.md, "Options that
+    depart from SPEC"); none touches the op, so the naive and fused kernels both apply:
+      pre_ln:          LayerNorm on h before the heads: x_t = softmax(LN(h_t)[head]).
+      qk_init_scale:   the q and k row blocks of W0 start with std qk_init_scale/sqrt(d).
+      beta_init:       the rate rows of W0 start with mean beta_init; since x_t sums to 1,
+                       this is exactly an offset of beta_init on the rates' logits.
     """
 
     def __init__(
@@ -27,6 +33,9 @@ class SRWMLayer(nn.Module):
         self_modify: bool = True,
         kernel: str = "auto",
         detach_every_step: bool = False,
+        pre_ln: bool = False,
+        qk_init_scale: float = 1.0,
+        beta_init: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -36,8 +45,14 @@ class SRWMLayer(nn.Module):
         self.kernel = kernel
         self.detach_every_step = detach_every_step
         rows = 3 * head_size + 4 if self_modify else head_size
-        self.w0 = nn.Parameter(torch.randn(num_heads, rows, head_size) * head_size**-0.5)
+        w0 = torch.randn(num_heads, rows, head_size) * head_size**-0.5
+        if self_modify:
+            d = head_size
+            w0[:, d : 3 * d] *= qk_init_scale
+            w0[:, 3 * d :] += beta_init
+        self.w0 = nn.Parameter(w0)
         hidden = num_heads * head_size
+        self.norm = nn.LayerNorm(hidden) if pre_ln else None
         self.out_proj = nn.Linear(hidden, hidden, bias=False)
 
     def state_shape(self, batch_size: int) -> tuple[int, ...]:
@@ -55,7 +70,8 @@ class SRWMLayer(nn.Module):
         Returns (out [T, B, H*d], final_state [B, H, 3d+4, d], or None without self_modify).
         """
         T, B, _ = h.shape
-        x = h.reshape(T, B, self.num_heads, self.head_size)  # [T, B, H, d]
+        x = h if self.norm is None else self.norm(h)
+        x = x.reshape(T, B, self.num_heads, self.head_size)  # [T, B, H, d]
         if self.self_modify:
             y, state = srwm(x, self.w0, state, episode_start, kernel=self.kernel,
                             detach_every_step=self.detach_every_step)
