@@ -155,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--detach-every-step", action="store_true", default=None,
                    help="detach the SRWM state after every step (the published code; no "
                         "gradient through the self-modification) [default: off]")
+    g.add_argument("--srwm-pre-ln", action="store_true", default=None,
+                   help="LayerNorm before the SRWM heads (departs from SPEC; see "
+                        "policies/srwm/README.md) [default: off]")
+    g.add_argument("--srwm-qk-init-scale", type=float, default=None, metavar="S",
+                   help=f"init std of W0's q/k rows times S (SPEC: 1) [default: "
+                        f"{m.srwm_qk_init_scale}]")
+    g.add_argument("--srwm-input-scale", type=float, default=None, metavar="S",
+                   help=f"factor before the SRWM input softmax (SPEC: 1) [default: "
+                        f"{m.srwm_input_scale}]")
+    g.add_argument("--srwm-beta-init", type=float, default=None, metavar="B",
+                   help=f"init mean of W0's learning-rate rows (SPEC: 0) [default: "
+                        f"{m.srwm_beta_init}]")
     g = p.add_argument_group("checkpoints and logging")
     g.add_argument("--checkpoint-every-steps", type=parse_steps, default=None,
                    help=f"checkpoint every N env steps, 0 = off "
@@ -193,6 +205,8 @@ _CONFIG_KEYS = {
     "lstm_size": "model.lstm_size", "cnn_channels": "model.cnn_channels",
     "cnn_out": "model.cnn_out", "srwm_kernel": "model.srwm_kernel",
     "detach_every_step": "model.srwm_detach_every_step",
+    "srwm_pre_ln": "model.srwm_pre_ln", "srwm_qk_init_scale": "model.srwm_qk_init_scale",
+    "srwm_input_scale": "model.srwm_input_scale", "srwm_beta_init": "model.srwm_beta_init",
     "checkpoint_every_steps": "checkpoint_every_steps",
     "checkpoint_every_minutes": "checkpoint_every_minutes",
     "keep_checkpoints": "keep_checkpoints", "log_every": "log_every",

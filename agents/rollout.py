@@ -130,7 +130,9 @@ class RolloutCollector:
     `policy` (an ActorCritic) for `unroll` steps per `collect()` call, without gradient.
 
     Tensors live on `device` (default: the policy's device); env arrays are converted once per
-    step. `reset()` resets the env and zeroes the state (called by the constructor and on
+    step. `greedy=True` acts with the argmax action (for evaluating an agent that goes on from
+    where training left it; its log-probs are those of the argmax action).
+    `reset()` resets the env and zeroes the state (called by the constructor and on
     resume).
     """
 
@@ -141,6 +143,7 @@ class RolloutCollector:
         unroll: int,
         state_reset: str = "never",
         device: torch.device | str | None = None,
+        greedy: bool = False,
     ) -> None:
         if int(unroll) < 1:
             raise ValueError(f"unroll must be >= 1, got {unroll}")
@@ -148,6 +151,7 @@ class RolloutCollector:
         self.policy = policy
         self.unroll = int(unroll)
         self.state_reset = check_state_reset(state_reset)
+        self.greedy = bool(greedy)
         self.device = torch.device(device) if device is not None else policy_device(policy)
         self.num_envs = int(env.num_envs)
         self.reset()
@@ -183,7 +187,8 @@ class RolloutCollector:
             obs[t] = self._obs
             rewards_in[t] = self._reward_in
             starts[t] = start
-            action, logp, value, state = self.policy.act(self._obs, self._reward_in, start, state)
+            action, logp, value, state = self.policy.act(self._obs, self._reward_in, start, state,
+                                                         greedy=self.greedy)
             next_obs, reward, done, infos = self.env.step(action.cpu().numpy())
             actions[t], logprobs[t], values[t] = action, logp, value
             rewards[t] = self._to_tensor(reward).to(rewards.dtype)

@@ -59,6 +59,10 @@ class ModelConfig:
     """Init mean of the 4 learning-rate rows of W0 (SPEC: 0): an offset on the rates' logits,
     sigmoid(beta_init) at init. The published code uses -1 or 0."""
 
+    srwm_input_scale: float = 1.0
+    """Fixed factor on the SRWM head input before its softmax (after the LayerNorm when
+    srwm_pre_ln): values > 1 make x_t = softmax(.) sharper (SPEC: 1)."""
+
     def __post_init__(self) -> None:
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
         from .cores import CORES  # local import: cores import this module
@@ -80,6 +84,8 @@ class ModelConfig:
                      "cnn_out"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.srwm_input_scale > 0:
+            raise ValueError(f"srwm_input_scale must be positive, got {self.srwm_input_scale}")
         if not self.srwm_qk_init_scale > 0:
             raise ValueError(f"srwm_qk_init_scale must be positive, got {self.srwm_qk_init_scale}")
         if self.num_layers < 0:

@@ -23,6 +23,8 @@ class SRWMLayer(nn.Module):
       qk_init_scale:   the q and k row blocks of W0 start with std qk_init_scale/sqrt(d).
       beta_init:       the rate rows of W0 start with mean beta_init; since x_t sums to 1,
                        this is exactly an offset of beta_init on the rates' logits.
+      input_scale:     a fixed factor on the (normalised) head input before the softmax:
+                       x_t = softmax(input_scale * LN(h_t)[head]); > 1 sharpens x_t.
     """
 
     def __init__(
@@ -36,6 +38,7 @@ class SRWMLayer(nn.Module):
         pre_ln: bool = False,
         qk_init_scale: float = 1.0,
         beta_init: float = 0.0,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -53,6 +56,7 @@ class SRWMLayer(nn.Module):
         self.w0 = nn.Parameter(w0)
         hidden = num_heads * head_size
         self.norm = nn.LayerNorm(hidden) if pre_ln else None
+        self.input_scale = float(input_scale)
         self.out_proj = nn.Linear(hidden, hidden, bias=False)
 
     def state_shape(self, batch_size: int) -> tuple[int, ...]:
@@ -71,6 +75,8 @@ class SRWMLayer(nn.Module):
         """
         T, B, _ = h.shape
         x = h if self.norm is None else self.norm(h)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
         x = x.reshape(T, B, self.num_heads, self.head_size)  # [T, B, H, d]
         if self.self_modify:
             y, state = srwm(x, self.w0, state, episode_start, kernel=self.kernel,
