@@ -377,7 +377,7 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
 
-def test_agent_with_fused_core_matches_naive(monkeypatch):
+def test_agent_with_fused_core_matches_naive():
     """The whole agent (ActorCritic, paper ModelConfig, srwm core) with srwm_kernel="fused"
     gives the naive core's outputs and parameter gradients (both fp32).
 
@@ -385,9 +385,17 @@ def test_agent_with_fused_core_matches_naive(monkeypatch):
     gradients by ~2e-4 relative between two otherwise identical runs (seen on an H100): the
     test compares in true fp32, with TF32 off and deterministic cuDNN algorithms."""
     policies = pytest.importorskip("policies")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # no TF32 in matmuls
+    try:
+        with torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=True,
+                                        allow_tf32=False):
+            _agent_fused_matches_naive(policies)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+def _agent_fused_matches_naive(policies):
     T, B = 3, 2
     g = torch.Generator().manual_seed(0)
     obs = torch.randint(0, 256, (T, B, 64, 64, 3), generator=g, dtype=torch.uint8).to(DEV)
