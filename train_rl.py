@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--actor-lag", type=int, choices=(0, 1), default=None,
                    help="V-trace: act with parameters 0 or 1 update old "
                         f"[default: {d.vtrace.actor_lag}]")
+    g.add_argument("--vtrace-optimizer", choices=("rmsprop", "adam"), default=None,
+                   help="V-trace optimizer: rmsprop (the paper) or adam [default: "
+                        f"{d.vtrace.optimizer}]")
+    g.add_argument("--vtrace-epochs", type=int, default=None, metavar="K",
+                   help="V-trace passes over each rollout (later passes are off-policy, "
+                        f"corrected by V-trace) [default: {d.vtrace.epochs}]")
     g = p.add_argument_group("model")
     g.add_argument("--hidden-size", type=int, default=None,
                    help=f"width of the memory stack = num_heads * head_size "
@@ -180,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"TensorBoard scalars every N updates [default: {d.log_every}]")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bar / lines on stderr")
+    g.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads for this process (not saved in the config; allowed "
+                        "with --resume) [default: torch's choice; on a small shared CPU 1 is "
+                        "often fastest]")
     g.add_argument("--dry-run", action="store_true",
                    help="resolve the config, build env, model and learner, print a summary and "
                         "exit without writing anything")
@@ -199,7 +209,8 @@ _CONFIG_KEYS = {
     "device": "device", "run_dir": "run_dir", "distribution_mode": "distribution_mode",
     "num_levels": "num_levels", "start_level": "start_level",
     "num_minibatches": "ppo.num_minibatches", "batch_size": "vtrace.batch_size",
-    "actor_lag": "vtrace.actor_lag",
+    "actor_lag": "vtrace.actor_lag", "vtrace_optimizer": "vtrace.optimizer",
+    "vtrace_epochs": "vtrace.epochs",
     "hidden_size": "model.hidden_size", "num_layers": "model.num_layers",
     "num_heads": "model.num_heads", "head_size": "model.head_size", "ff_size": "model.ff_size",
     "lstm_size": "model.lstm_size", "cnn_channels": "model.cnn_channels",
@@ -302,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     from agents.config import ConfigError
     from agents.trainer import dry_run, train
 
+    if args.threads is not None:
+        if args.threads < 1:
+            return _fail(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         if args.resume:
             cfg, resume_from, step = resume_config(args)

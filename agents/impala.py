@@ -2,9 +2,10 @@
 
 Batches. The paper's batch is 32 sequences of `unroll` steps. Here one Rollout holds num_envs
 sequences; it is shuffled by env and split into num_envs / batch_size minibatches of
-batch_size whole sequences, one RMSprop step each (num_envs == batch_size: the rollout IS the
-batch). When num_envs < batch_size the whole rollout is one batch of num_envs sequences.
-num_envs must otherwise be a multiple of batch_size.
+batch_size whole sequences, one optimizer step each (num_envs == batch_size: the rollout IS the
+batch). With `epochs` > 1 the rollout is passed over again (reshuffled each pass); V-trace
+corrects for the later passes being off-policy. When num_envs < batch_size the whole rollout
+is one batch of num_envs sequences. num_envs must otherwise be a multiple of batch_size.
 
 Loss per batch, summed over time and batch like TorchBeast (the RMSprop eps of 0.01 and the
 grad clip of 40 are calibrated for sums):
@@ -42,13 +43,20 @@ from .ppo import explained_variance
 from .returns import vtrace
 from .rollout import Rollout
 
+VTRACE_OPTIMIZERS = ("rmsprop", "adam")
+
 
 @dataclass
 class VTraceConfig:
     """V-trace learner hyperparameters (defaults: the SRWM paper's IMPALA, SPEC section 4)."""
 
     lr: float = 6e-4
-    """RMSprop learning rate at the start; decayed linearly to 0 over total_steps."""
+    """Learning rate at the start; decayed linearly to 0 over total_steps."""
+    optimizer: str = "rmsprop"
+    """rmsprop (the paper's IMPALA) | adam (eps adam_eps; with epochs 3 this is what lets the
+    tiny SRWM learn cue-recall, see benchmarks/RESULTS.md)."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (optimizer adam)."""
     rmsprop_alpha: float = 0.99
     """RMSprop smoothing constant."""
     rmsprop_eps: float = 0.01
@@ -79,6 +87,10 @@ class VTraceConfig:
     actor_lag: int = 0
     """0: act with the trained parameters; 1: act with parameters one update old (see module
     docstring)."""
+    epochs: int = 1
+    """Passes over each rollout (1: IMPALA, every sequence is used once). With more, later
+    passes are off-policy and V-trace's importance weights correct for it, as with replay;
+    the LR schedule counts only the first pass (env steps consumed)."""
 
 
 def effective_batch_size(cfg: VTraceConfig, num_envs: int) -> int:
@@ -98,9 +110,14 @@ def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
             f"V-trace batch_size {cfg.batch_size} must divide num_envs {num_envs}; "
             f"valid: {', '.join(map(str, valid))} (or any value >= {num_envs})"
         )
+    if cfg.optimizer not in VTRACE_OPTIMIZERS:
+        raise ValueError(f"unknown V-trace optimizer {cfg.optimizer!r}; valid: "
+                         f"{', '.join(VTRACE_OPTIMIZERS)}")
+    if cfg.epochs < 1:
+        raise ValueError(f"V-trace epochs must be >= 1, got {cfg.epochs}")
     if cfg.actor_lag not in (0, 1):
         raise ValueError(f"actor_lag must be 0 or 1, got {cfg.actor_lag}")
-    for name in ("lr", "rmsprop_eps", "max_grad_norm", "rho_bar", "c_bar"):
+    for name in ("lr", "rmsprop_eps", "adam_eps", "max_grad_norm", "rho_bar", "c_bar"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"V-trace {name} must be positive, got {getattr(cfg, name)}")
 
@@ -126,10 +143,13 @@ class VTraceLearner:
         self.num_envs, self.unroll = num_envs, unroll
         self.batch_size = effective_batch_size(cfg, num_envs)
         self.acting_policy = copy.deepcopy(policy) if cfg.actor_lag else policy
-        self.optimizer = torch.optim.RMSprop(
-            policy.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
-            momentum=cfg.rmsprop_momentum,
-        )
+        if cfg.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        else:
+            self.optimizer = torch.optim.RMSprop(
+                policy.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
+                momentum=cfg.rmsprop_momentum,
+            )
         steps_per_opt = self.batch_size * unroll
         total = max(1, int(total_steps))
 
@@ -181,20 +201,22 @@ class VTraceLearner:
         if self.cfg.actor_lag:
             self.sync_acting_policy()  # the next segment acts with the pre-update parameters
         B = rollout.num_envs
-        perm = torch.randperm(B, device=rollout.obs.device)
         sums: dict[str, float] = {}
         n = 0
         lr = self.optimizer.param_groups[0]["lr"]
-        for start in range(0, B, self.batch_size):
-            loss, stats = self._batch_loss(rollout, perm[start:start + self.batch_size])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n += 1
+        for epoch in range(self.cfg.epochs):
+            perm = torch.randperm(B, device=rollout.obs.device)
+            for start in range(0, B, self.batch_size):
+                loss, stats = self._batch_loss(rollout, perm[start:start + self.batch_size])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
+                self.optimizer.step()
+                if epoch == 0:  # the schedule follows env steps consumed
+                    self.scheduler.step()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
         self.updates += 1
         metrics = {k: v / n for k, v in sums.items()}
         metrics["charts/learning_rate"] = lr

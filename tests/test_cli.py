@@ -116,6 +116,11 @@ BAD_INPUTS = {
     "distribution": (["--distribution-mode", "impossible"], ["impossible", "easy"]),
     "device": (["--device", "tpu"], ["tpu", "cpu"]),
     "head_sizes": (["--hidden-size", "10", "--num-heads", "3"], ["hidden_size"]),
+    "threads": (["--threads", "0"], ["--threads", "0"]),
+    "vtrace_epochs": (["--algo", "vtrace", "--games", "bigfish", "--num-envs", "32",
+                       "--vtrace-epochs", "0"], ["epochs", "0"]),
+    "srwm_qk_init_scale": (["--srwm-qk-init-scale", "-1"], ["srwm_qk_init_scale", "-1"]),
+    "srwm_input_scale": (["--srwm-input-scale", "0"], ["srwm_input_scale", "0"]),
 }
 
 

@@ -75,6 +75,30 @@ def test_vtrace_learning_rate_decays_linearly_to_zero(make_tiny_policy, fake_env
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
 
 
+def test_vtrace_epochs_and_adam(make_tiny_policy, fake_env):
+    """epochs K: K passes over each rollout (K x the optimizer steps), the LR schedule still
+    follows env steps consumed (same decay as one pass); optimizer adam gives Adam."""
+    steps = {}
+    for epochs in (1, 3):
+        policy = make_tiny_policy("srwm")
+        cfg = VTraceConfig(batch_size=2, epochs=epochs, optimizer="adam", lr=5e-3)
+        learner = make_learner("vtrace", policy, num_envs=4, unroll=5, total_steps=40,
+                               device="cpu", vtrace_cfg=cfg)
+        assert isinstance(learner.optimizer, torch.optim.Adam)
+        collector = RolloutCollector(fake_env(4), policy, 5, "never")
+        learner.update(collector.collect())
+        state = next(iter(learner.optimizer.state.values()))
+        steps[epochs] = int(state["step"])
+        assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(5e-3 * 0.5)
+    assert steps == {1: 2, 3: 6}
+    with pytest.raises(ValueError, match="optimizer 'sgd'"):
+        make_learner("vtrace", make_tiny_policy("ff"), num_envs=4, unroll=5, total_steps=40,
+                     device="cpu", vtrace_cfg=VTraceConfig(optimizer="sgd"))
+    with pytest.raises(ValueError, match="epochs"):
+        make_learner("vtrace", make_tiny_policy("ff"), num_envs=4, unroll=5, total_steps=40,
+                     device="cpu", vtrace_cfg=VTraceConfig(epochs=0))
+
+
 def test_configs_round_trip_through_json():
     for cls in (PPOConfig, VTraceConfig):
         d = json.loads(json.dumps(dataclasses.asdict(cls())))
