@@ -109,21 +109,23 @@ CUE_STEPS_FAST = 15_000  # lstm learns in about 6k steps; ff gets the same budge
 SEED = 1
 
 
-def test_cue_recall_srwm_ppo_learns():
-    policy, train_return = train("cue-recall", CUE, "srwm", "ppo", steps=CUE_STEPS,
-                                 ppo_cfg=PPO_CUE, seed=SEED)
+def cue_recall(core, algo, steps, **cfg):
+    """Train on cue-recall (seed SEED), play greedily on fresh envs, print both figures;
+    return (greedy success, late training return)."""
+    policy, train_return = train("cue-recall", CUE, core, algo, steps=steps, seed=SEED, **cfg)
     success, n = evaluate(policy, "cue-recall", CUE)
-    print(f"srwm ppo cue-recall: greedy success {success:.3f} over {n} episodes, "
+    print(f"{core} {algo} cue-recall: greedy success {success:.3f} over {n} episodes, "
           f"late training return {train_return:.3f}")
+    return success, train_return
+
+
+def test_cue_recall_srwm_ppo_learns():
+    success, _ = cue_recall("srwm", "ppo", CUE_STEPS, ppo_cfg=PPO_CUE)
     assert success >= 0.9
 
 
 def test_cue_recall_lstm_ppo_learns():
-    policy, train_return = train("cue-recall", CUE, "lstm", "ppo", steps=CUE_STEPS_FAST,
-                                 ppo_cfg=PPO_CUE, seed=SEED)
-    success, n = evaluate(policy, "cue-recall", CUE)
-    print(f"lstm ppo cue-recall: greedy success {success:.3f} over {n} episodes, "
-          f"late training return {train_return:.3f}")
+    success, _ = cue_recall("lstm", "ppo", CUE_STEPS_FAST, ppo_cfg=PPO_CUE)
     assert success >= 0.9
 
 
@@ -134,11 +136,7 @@ def test_cue_recall_ff_ppo_stays_at_chance():
     is about 0.023, so chance + 0.1 is more than 4 standard deviations above chance, and far
     below the 0.9 that the lstm reaches with the same budget."""
     chance = reference_returns("cue-recall", **CUE)["chance"]
-    policy, train_return = train("cue-recall", CUE, "ff", "ppo", steps=CUE_STEPS_FAST,
-                                 ppo_cfg=PPO_CUE, seed=SEED)
-    success, n = evaluate(policy, "cue-recall", CUE)
-    print(f"ff ppo cue-recall: greedy success {success:.3f} over {n} episodes, "
-          f"late training return {train_return:.3f}")
+    success, train_return = cue_recall("ff", "ppo", CUE_STEPS_FAST, ppo_cfg=PPO_CUE)
     assert success < chance + 0.1
     assert train_return < chance + 0.1
 
@@ -152,11 +150,7 @@ VTRACE_STEPS = 40_000
 
 def test_cue_recall_lstm_vtrace_learns():
     """The V-trace learner learns the memory task (with the fast-learning lstm core)."""
-    policy, train_return = train("cue-recall", CUE, "lstm", "vtrace", steps=VTRACE_STEPS,
-                                 vtrace_cfg=VTRACE_CUE, seed=SEED)
-    success, n = evaluate(policy, "cue-recall", CUE)
-    print(f"lstm vtrace cue-recall: greedy success {success:.3f} over {n} episodes, "
-          f"late training return {train_return:.3f}")
+    success, _ = cue_recall("lstm", "vtrace", VTRACE_STEPS, vtrace_cfg=VTRACE_CUE)
     assert success >= 0.9
 
 
@@ -170,11 +164,7 @@ VTRACE_CUE_SRWM = VTraceConfig(lr=2e-3, anneal_lr=False, batch_size=4, optimizer
 
 
 def test_cue_recall_srwm_vtrace_learns():
-    policy, train_return = train("cue-recall", CUE, "srwm", "vtrace", steps=VTRACE_STEPS,
-                                 vtrace_cfg=VTRACE_CUE_SRWM, seed=SEED)
-    success, n = evaluate(policy, "cue-recall", CUE)
-    print(f"srwm vtrace cue-recall: greedy success {success:.3f} over {n} episodes, "
-          f"late training return {train_return:.3f}")
+    success, _ = cue_recall("srwm", "vtrace", VTRACE_STEPS, vtrace_cfg=VTRACE_CUE_SRWM)
     assert success >= 0.9
 
 
