@@ -43,14 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import CheckpointError, one_line
+
 FORMAT = "srwm-procgen-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 _NAME_RE = re.compile(r"^ckpt_(\d{12})\.pt$")
-
-
-class CheckpointError(ValueError):
-    """A missing, corrupt or incompatible checkpoint; the message is one line."""
 
 
 # ---------------------------------------------------------------------- atomic writes
@@ -226,7 +224,7 @@ def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: Any = "cpu
         raise CheckpointError(f"checkpoint {str(path)!r} is not readable") from None
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
             OSError, AttributeError, KeyError, TypeError, IndexError) as e:
-        msg = " ".join(str(e).split())
+        msg = one_line(e)
         if "WeightsUnpickler error:" in msg:  # keep the one informative sentence
             msg = msg.split("WeightsUnpickler error:", 1)[1].split(" Please use")[0].strip()
         msg = msg[:200]
@@ -248,14 +246,13 @@ def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: Any = "cpu
 def config_from_checkpoint(payload: Mapping[str, Any]) -> Any:
     """The TrainConfig stored in a loaded checkpoint; CheckpointError if it is not valid here
     (e.g. an unknown core)."""
-    from .config import ConfigError, TrainConfig
+    from .config import TrainConfig
 
     try:
         return TrainConfig.from_dict(dict(payload["config"]))
-    except (ConfigError, ValueError, TypeError) as e:
-        msg = " ".join(str(e).split())
+    except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {payload.get('path', '?')!r} has a config this code "
-                              f"cannot use: {msg}") from None
+                              f"cannot use: {one_line(e)}") from None
 
 
 def load_model_state(policy: torch.nn.Module, state_dict: Mapping[str, Any],
@@ -311,7 +308,7 @@ def load_agent(path_or_run_dir: str | os.PathLike, device: str | torch.device = 
         policy = build_actor_critic(cfg.model, num_actions)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path!r}: cannot build its model "
-                              f"({' '.join(str(e).split())})") from None
+                              f"({one_line(e)})") from None
     load_model_state(policy, payload["model"], path)
     policy.to(device)
     policy.eval()

@@ -26,6 +26,7 @@ from typing import Any
 
 from policies.config import ModelConfig
 
+from .errors import ConfigError, one_line
 from .impala import VTraceConfig
 from .ppo import PPOConfig
 
@@ -36,10 +37,6 @@ DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 
 DEFAULT_NUM_ENVS = {"ppo": 64, "vtrace": 32}
 DEFAULT_UNROLL = {"ppo": 256, "vtrace": 50}
-
-
-class ConfigError(ValueError):
-    """A user-caused configuration error; the message is one line naming the bad value."""
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -190,7 +187,7 @@ class TrainConfig:
             try:
                 cfg.games = list(resolve_games(cfg.games))
             except ValueError as e:
-                raise ConfigError(_one_line(e)) from None
+                raise ConfigError(one_line(e)) from None
         if cfg.unroll is None:
             cfg.unroll = DEFAULT_UNROLL[cfg.algo]
         if cfg.num_envs is None:
@@ -298,7 +295,7 @@ class TrainConfig:
         except ConfigError:
             raise
         except (TypeError, ValueError) as e:
-            raise ConfigError(_one_line(e)) from None
+            raise ConfigError(one_line(e)) from None
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ presets / overrides
@@ -332,7 +329,7 @@ class TrainConfig:
         try:
             self.model = ModelConfig.from_dict(self.model.to_dict())
         except ValueError as e:
-            raise ConfigError(_one_line(e)) from None
+            raise ConfigError(one_line(e)) from None
 
 
 def set_learning_rate(cfg: TrainConfig, lr: float) -> None:
@@ -376,8 +373,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e.args[0]) if getattr(e, "args", None) else str(e)
-    return " ".join(text.split())

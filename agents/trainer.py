@@ -45,7 +45,8 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
+from .errors import ConfigError, one_line
 from .metrics import EpisodeStats, Progress, ScalarWriter
 
 OBS_SHAPE = (64, 64, 3)
@@ -269,7 +270,7 @@ def build_env(cfg: TrainConfig, global_step: int = 0) -> Any:
                         num_levels=cfg.num_levels, start_level=cfg.start_level,
                         seed=env_seed(cfg.seed, global_step), **cfg.task_kwargs)
     except ValueError as e:
-        raise ConfigError(" ".join(str(e).split())) from None
+        raise ConfigError(one_line(e)) from None
 
 
 def _bind_env(cfg: TrainConfig, env: Any) -> TrainConfig:
@@ -296,7 +297,7 @@ def _build(cfg: TrainConfig, env: Any, device: torch.device) -> tuple[Any, Any]:
                                total_steps=cfg.total_steps, device=device, ppo_cfg=cfg.ppo,
                                vtrace_cfg=cfg.vtrace)
     except ValueError as e:
-        raise ConfigError(" ".join(str(e).split())) from None
+        raise ConfigError(one_line(e)) from None
     return policy, learner
 
 
@@ -403,7 +404,7 @@ def _load_learner(learner: Any, payload: dict[str, Any], device: torch.device) -
         learner.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise ckpt.CheckpointError(f"checkpoint {payload['path']!r}: learner state does not fit "
-                                   f"the {learner.algo} learner ({' '.join(str(e).split())[:200]})"
+                                   f"the {learner.algo} learner ({one_line(e)[:200]})"
                                    ) from None
 
 

@@ -17,14 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-EXIT_USAGE = 2
+from agents.errors import UsageError, run_main
+
 DEFAULT_EPISODES = 200
 DEFAULT_ENVS_PER_GAME = 8
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class UsageError(Exception):
-    """Bad user input: printed as one line, exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -473,13 +470,6 @@ def run_plot(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] == "plot":
-            return run_plot(argv[1:])
-        return run_eval(argv)
-    except UsageError as e:
-        print(f"eval_rl.py: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("eval_rl.py: interrupted", file=sys.stderr)
-        return 130
+    if argv and argv[0] == "plot":
+        return run_main("eval_rl.py", lambda: run_plot(argv[1:]))
+    return run_main("eval_rl.py", lambda: run_eval(argv))

@@ -18,11 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agents.errors import UserError  # noqa: E402
+
 RETURN_PREFIX = "charts/episodic_return/"
 SCORE_TAG = "charts/normalized_score"
 
 
-class CurvesError(ValueError):
+class CurvesError(UserError, ValueError):
     """A run dir without TensorBoard scalars; one-line message."""
 
 
