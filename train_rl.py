@@ -33,7 +33,9 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line on stderr (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {' '.join(message.split())} "
+        from agents.errors import one_line
+
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} "
                               f"(see --help)\n")
 
 
@@ -303,7 +305,9 @@ def resume_config(args: argparse.Namespace) -> tuple[Any, Path, int]:
 
 
 def _fail(message: str) -> int:
-    print(f"train_rl.py: error: {' '.join(str(message).split())}", file=sys.stderr)
+    from agents.errors import one_line
+
+    print(f"train_rl.py: error: {one_line(message)}", file=sys.stderr)
     return EXIT_USAGE
 
 

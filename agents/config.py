@@ -24,15 +24,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.config import ModelConfig
+from envs.games import DISTRIBUTION_MODES, DistributionMode
+from policies.config import CORE_NAMES, ModelConfig
 
 from .errors import ConfigError, one_line
 from .impala import VTraceConfig
+from .learners import ALGOS, Algo
 from .ppo import PPOConfig
+from .rollout import STATE_RESETS, StateReset
 
-ALGOS = ("ppo", "vtrace")
-STATE_RESETS = ("never", "episode", "span")
-DISTRIBUTION_MODES = ("easy", "hard", "extreme", "memory")
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 
 DEFAULT_NUM_ENVS = {"ppo": 64, "vtrace": 32}
@@ -82,10 +82,10 @@ class TrainConfig:
     """Games to train on at once: names, or aliases (`all`, `paper6`, `memory4`) or one
     synthetic task; resolved to a list of names by `envs.resolve_games`."""
 
-    algo: str = "ppo"
+    algo: Algo = "ppo"
     """Learner: `ppo` (recurrent PPO, the Procgen paper's setup) or `vtrace` (IMPALA-style)."""
 
-    state_reset: str = "never"
+    state_reset: StateReset = "never"
     """State lifetime: `never` carries the core state across episodes, `episode` resets it at
     every episode start, `span` also resets it at the start of every unroll segment."""
 
@@ -110,7 +110,7 @@ class TrainConfig:
     """Where config.json, checkpoints/ and tb/ go. None: the CLI picks
     runs/<timestamp>_<games>_<core>_<algo>."""
 
-    distribution_mode: str = "easy"
+    distribution_mode: DistributionMode = "easy"
     """ProcGen distribution mode: easy | hard | extreme | memory."""
 
     num_levels: int = 200
@@ -201,8 +201,6 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError (one line, naming the bad value and what is valid) on bad input."""
-        from policies import CORES
-
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
@@ -215,8 +213,8 @@ class TrainConfig:
         if self.distribution_mode not in DISTRIBUTION_MODES:
             bad(f"unknown distribution_mode {self.distribution_mode!r}; valid: "
                 f"{', '.join(DISTRIBUTION_MODES)}")
-        if self.model.core not in CORES:
-            bad(f"unknown core {self.model.core!r}; valid: {', '.join(sorted(CORES))}")
+        if self.model.core not in CORE_NAMES:
+            bad(f"unknown core {self.model.core!r}; valid: {', '.join(sorted(CORE_NAMES))}")
         if not self.games:
             bad("no games given; valid: a game name, a comma list, all, paper6, memory4")
         if self.total_steps < 1:

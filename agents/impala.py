@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -43,7 +44,8 @@ from .ppo import explained_variance
 from .returns import vtrace
 from .rollout import Rollout
 
-VTRACE_OPTIMIZERS = ("rmsprop", "adam")
+VTraceOptimizer = Literal["rmsprop", "adam"]
+VTRACE_OPTIMIZERS: tuple[str, ...] = get_args(VTraceOptimizer)
 
 
 @dataclass
@@ -52,7 +54,7 @@ class VTraceConfig:
 
     lr: float = 6e-4
     """Learning rate at the start; decayed linearly to 0 over total_steps."""
-    optimizer: str = "rmsprop"
+    optimizer: VTraceOptimizer = "rmsprop"
     """rmsprop (the paper's IMPALA) | adam (eps adam_eps; with epochs 3 this is what lets the
     tiny SRWM learn cue-recall, see benchmarks/RESULTS.md)."""
     adam_eps: float = 1e-5
@@ -84,7 +86,7 @@ class VTraceConfig:
     batch_size: int = 32
     """Sequences per optimizer step; a rollout of num_envs sequences gives num_envs /
     batch_size steps (min(batch_size, num_envs) is used when num_envs is smaller)."""
-    actor_lag: int = 0
+    actor_lag: Literal[0, 1] = 0
     """0: act with the trained parameters; 1: act with parameters one update old (see module
     docstring)."""
     epochs: int = 1

@@ -19,7 +19,7 @@ Any SB3 VecEnv with uint8 [64, 64, 3] observations and Discrete actions can be t
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 import torch
 from torch import nn
@@ -28,7 +28,8 @@ from .impala import VTraceConfig, VTraceLearner
 from .ppo import PPO, PPOConfig
 from .rollout import Rollout
 
-ALGOS = ("ppo", "vtrace")
+Algo = Literal["ppo", "vtrace"]
+ALGOS: tuple[str, ...] = get_args(Algo)
 
 
 class Learner(Protocol):

@@ -23,14 +23,15 @@ the next; `Rollout.init_state` of segment k+1 is the `final_state` of segment k.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from policies.state import State, detach_state
 
-STATE_RESETS = ("never", "episode", "span")
+StateReset = Literal["never", "episode", "span"]
+STATE_RESETS: tuple[str, ...] = get_args(StateReset)
 
 
 def check_state_reset(state_reset: str) -> str:

@@ -49,9 +49,6 @@ from .config import TrainConfig
 from .errors import ConfigError, one_line
 from .metrics import EpisodeStats, Progress, ScalarWriter
 
-OBS_SHAPE = (64, 64, 3)
-SCORE_MODES = ("easy", "hard")
-
 
 @dataclass
 class TrainResult:
@@ -151,6 +148,8 @@ def prepare_new_run_dir(run_dir: str | os.PathLike) -> Path:
 def check_env(env: Any) -> None:
     """ConfigError unless env is a VecEnv with uint8 [64, 64, 3] obs and Discrete actions."""
     from gymnasium import spaces
+
+    from envs.base import OBS_SHAPE
 
     obs_space, act_space = getattr(env, "observation_space", None), getattr(env, "action_space",
                                                                             None)
@@ -431,8 +430,9 @@ def _loop(cfg: TrainConfig, env: Any, policy: torch.nn.Module, learner: Any, col
           progress: bool, on_update: Callable[[int, dict[str, float]], None] | None
           ) -> TrainResult:
     """collect -> update -> log -> checkpoint, until total_steps or a signal."""
-    score_mode = cfg.distribution_mode if cfg.distribution_mode in SCORE_MODES else None
-    stats = EpisodeStats(cfg.games, score_mode, cfg.task_kwargs)
+    from envs import score_mode
+
+    stats = EpisodeStats(cfg.games, score_mode(cfg.distribution_mode), cfg.task_kwargs)
     writer = ScalarWriter(run_dir / "tb", purge_step=global_step if global_step else None)
     bar = Progress(cfg.total_steps, global_step, enabled=progress)
     if global_step == 0:

@@ -18,12 +18,15 @@ from typing import Any
 from envs.base import GameVecEnv
 from envs.games import (
     ALIASES,
+    DISTRIBUTION_MODES,
     GAMES,
+    SCORE_MODES,
     SCORE_RANGES,
     SPLITS,
     SYNTHETIC_TASKS,
     normalized_score,
     resolve_games,
+    score_mode,
     score_range,
 )
 from envs.procgen_env import ProcgenVecEnv, make_procgen_env, validate_level_args
@@ -31,7 +34,9 @@ from envs.synthetic import make_synthetic_env, reference_returns
 
 __all__ = [
     "ALIASES",
+    "DISTRIBUTION_MODES",
     "GAMES",
+    "SCORE_MODES",
     "SCORE_RANGES",
     "SPLITS",
     "SYNTHETIC_TASKS",
@@ -43,6 +48,7 @@ __all__ = [
     "normalized_score",
     "reference_returns",
     "resolve_games",
+    "score_mode",
     "score_range",
 ]
 

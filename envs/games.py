@@ -9,15 +9,18 @@ command-line scripts and from the tests.
   ``memory4`` (the games of ProcGen's "memory" distribution used by the paper).
 - ``resolve_games(spec)``: a name, a comma list, a list, or an alias -> a list of distinct names.
 - ``SPLITS``: named level ranges as ``(start_level, num_levels)``.
+- ``DISTRIBUTION_MODES``: ProcGen's level distributions; ``SCORE_MODES``: the two of them with
+  published score constants; ``score_mode(distribution_mode)``: the rule that picks the
+  constants for any distribution mode (training metrics and evaluation both use it).
 - ``normalized_score(game, episode_return, mode)``: ``(R - Rmin) / (Rmax - Rmin)`` with the
-  ProcGen paper's constants (SPEC.md section 5); synthetic tasks use their documented
+  ProcGen paper's constants (docs/SPEC.md, section 5); synthetic tasks use their documented
   ``(chance, optimal)`` returns instead of ``(Rmin, Rmax)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 GAMES: tuple[str, ...] = (
     "bigfish",
@@ -56,7 +59,12 @@ SPLITS: dict[str, tuple[int, int]] = {
 """Named level splits as ``(start_level, num_levels)``; ``num_levels == 0`` is the full
 distribution (every level seed)."""
 
-# (Rmin, Rmax) per game and distribution mode, from the ProcGen paper (SPEC.md section 5).
+DistributionMode = Literal["easy", "hard", "extreme", "memory"]
+DISTRIBUTION_MODES: tuple[str, ...] = get_args(DistributionMode)
+"""ProcGen's level distributions (``distribution_mode`` of ``ProcgenGym3Env``)."""
+
+# (Rmin, Rmax) per game and distribution mode, from the ProcGen paper (docs/SPEC.md,
+# section 5).
 SCORE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "easy": {
         "bigfish": (1.0, 40.0),
@@ -95,6 +103,17 @@ SCORE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "starpilot": (1.5, 35.0),
     },
 }
+
+
+SCORE_MODES: tuple[str, ...] = tuple(SCORE_RANGES)
+"""The distribution modes with published (Rmin, Rmax) constants: easy, hard."""
+
+
+def score_mode(distribution_mode: str) -> str:
+    """The constants that normalise scores of a run in ``distribution_mode``: its own for easy
+    and hard; ``hard`` for memory and extreme, which have no published constants (their levels
+    are at least as hard as ``hard``'s). One rule for training metrics and evaluation."""
+    return distribution_mode if distribution_mode in SCORE_MODES else "hard"
 
 
 def _valid_names_message() -> str:

@@ -37,9 +37,8 @@ from typing import Any
 import numpy as np
 
 from envs.base import GameVecEnv
-from envs.games import GAMES, SYNTHETIC_TASKS, resolve_games
+from envs.games import DISTRIBUTION_MODES, GAMES, SYNTHETIC_TASKS, resolve_games
 
-DISTRIBUTION_MODES: tuple[str, ...] = ("easy", "hard", "extreme", "memory")
 NUM_ACTIONS = 15
 # ProcGen aborts the whole process (a C++ assertion) for a game outside these sets.
 MODE_GAMES: dict[str, tuple[str, ...]] = {

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
-SRWM_KERNELS = ("auto", "naive", "fused")
+CoreName = Literal["srwm", "deltanet", "lstm", "ff", "fake-sr"]
+CORE_NAMES: tuple[str, ...] = get_args(CoreName)
+"""The cores of `policies.CORES` (the registry checks that it holds exactly these)."""
+SrwmKernel = Literal["auto", "naive", "fused"]
+SRWM_KERNELS: tuple[str, ...] = get_args(SrwmKernel)
 
 
 @dataclass
 class ModelConfig:
     """Sizes and choices of the ActorCritic network (paper sizes by default)."""
 
-    core: str = "srwm"
+    core: CoreName = "srwm"
     """Name of the core in `policies.CORES` (srwm | deltanet | lstm | ff | fake-sr)."""
 
     hidden_size: int = 128
@@ -40,7 +44,7 @@ class ModelConfig:
     cnn_out: int = 256
     """Size of the CNN's final linear layer (the features fed, with the reward, to the core)."""
 
-    srwm_kernel: str = "auto"
+    srwm_kernel: SrwmKernel = "auto"
     """SRWM op: auto (fused on CUDA when available, else naive) | naive | fused."""
 
     srwm_detach_every_step: bool = False
@@ -65,11 +69,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
-        from .cores import CORES  # local import: cores import this module
-
-        if self.core not in CORES:
+        if self.core not in CORE_NAMES:
             raise ValueError(
-                f"unknown core {self.core!r}; valid cores: {', '.join(sorted(CORES))}"
+                f"unknown core {self.core!r}; valid cores: {', '.join(sorted(CORE_NAMES))}"
             )
         if self.hidden_size != self.num_heads * self.head_size:
             raise ValueError(

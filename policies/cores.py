@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import CORE_NAMES, ModelConfig
 from .deltanet import DeltaNetLayer
 from .srwm import SRWMLayer
 from .state import State, reset_state
@@ -210,6 +210,7 @@ CORES: dict[str, type[Core]] = {
     "ff": FFCore,
     "fake-sr": FakeSRCore,
 }
+assert tuple(CORES) == CORE_NAMES, "policies.config.CORE_NAMES must name exactly the CORES"
 
 
 def build_core(cfg: ModelConfig, input_size: int) -> Core:

@@ -187,14 +187,6 @@ def _video_path(path: str, agent: str, several: bool) -> Path:
     return p.with_name(f"{p.stem}_{agent}{p.suffix}") if several else p
 
 
-def score_mode_for(distribution_mode: str) -> str:
-    from envs import SCORE_RANGES
-
-    if distribution_mode in SCORE_RANGES:
-        return distribution_mode
-    return "hard"
-
-
 # ---------------------------------------------------------------------- eval mode
 def run_eval(argv: list[str]) -> int:
     args = build_eval_parser().parse_args(argv)
@@ -233,7 +225,7 @@ def run_eval(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
 
     from agents.checkpoint import CheckpointError, load_agent
-    from envs import SYNTHETIC_TASKS, resolve_games
+    from envs import SCORE_MODES, SYNTHETIC_TASKS, resolve_games, score_mode
 
     names = agent_names(args.agents)
     loaded = []
@@ -282,13 +274,13 @@ def run_eval(argv: list[str]) -> int:
                      "state_reset": cfg.state_reset, "unroll": cfg.unroll, "algo": cfg.algo},
             settings={"games": games, "episodes_per_game": args.episodes,
                       "greedy": not args.sample, "state_reset": state_reset,
-                      "distribution_mode": dist, "score_mode": score_mode_for(dist),
+                      "distribution_mode": dist, "score_mode": score_mode(dist),
                       "seed": args.seed, "num_envs": num_envs, "device": str(device),
                       "bootstrap_resamples": args.bootstrap_resamples},
         )
-        if dist not in ("easy", "hard") and not synthetic:
+        if dist not in SCORE_MODES and not synthetic:
             _warn(f"no normalization constants for distribution mode {dist!r}; normalized "
-                  "scores use the 'hard' constants")
+                  f"scores use the {score_mode(dist)!r} constants")
         for k, (split, start, num) in enumerate(splits):
             if not synthetic and levels_overlap(start, num, cfg.start_level, cfg.num_levels):
                 _warn(f"{name}: evaluation levels {_levels(start, num)} ({split}) overlap its "
@@ -341,7 +333,7 @@ def _num_envs(args, games: list[str]) -> int:
 def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, state_reset,
                    unroll, dist, device, core, out: Path, video: Path | None):
     """Play one agent on one split, score it and draw its per-agent plots."""
-    from envs import make_env, normalized_score
+    from envs import make_env, normalized_score, score_mode
 
     from . import plots
     from .report import SplitResult
@@ -385,7 +377,7 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
     if writer is not None:
         print(f"wrote video {video} ({writer.frames} frames, {writer.codec})", file=sys.stderr)
 
-    mode = score_mode_for(dist)
+    mode = score_mode(dist)
 
     def normalizer(g):
         return lambda r: normalized_score(g, r, mode)

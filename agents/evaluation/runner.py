@@ -30,10 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.rollout import episode_start_mask
+from agents.rollout import STATE_RESETS, episode_start_mask
 from policies.state import State, index_state
-
-STATE_RESETS = ("never", "episode", "span")
 
 
 @dataclass
