@@ -5,7 +5,8 @@ Modules (nothing heavy is imported here; import the module you need):
 - `agents.config`: TrainConfig (typed, validated, presets), ConfigError.
 - `agents.rollout`: RolloutCollector, Rollout, episode_start_mask (state lifetime).
 - `agents.returns`: gae, vtrace (pure [T, B] functions).
-- `agents.ppo`, `agents.impala`, `agents.learners`: PPO, V-trace learner, make_learner.
+- `agents.learners`: the learner skeleton (the shared update loop), make_learner.
+- `agents.ppo`, `agents.vtrace`: the PPO and V-trace learners (targets and losses).
 - `agents.checkpoint`: atomic save, find_latest_checkpoint, load_agent, CheckpointError.
 - `agents.metrics`: per-game episode statistics, TensorBoard writer, progress display.
 - `agents.trainer`: train(cfg, env=None, resume_from=None) -> TrainResult; dry_run.

@@ -28,10 +28,10 @@ from envs.games import DISTRIBUTION_MODES, DistributionMode
 from policies.config import CORE_NAMES, ModelConfig
 
 from .errors import ConfigError, one_line
-from .impala import VTraceConfig
 from .learners import ALGOS, Algo
 from .ppo import PPOConfig
 from .rollout import STATE_RESETS, StateReset
+from .vtrace import VTraceConfig
 
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 

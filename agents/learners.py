@@ -1,8 +1,20 @@
-"""The learner interface and the factory that builds one by name.
+"""The learner skeleton shared by PPO and V-trace, and the factory that builds one by name.
 
-A learner turns one Rollout into one update (PPO: epochs x minibatches; V-trace: one
-optimizer step per batch of sequences) and returns metrics keyed with their namespace
-(`losses/...`, `charts/learning_rate`, `core/<state metric>`).
+A learner turns one Rollout into one update and returns metrics keyed with their namespace
+(`losses/...`, `charts/learning_rate`, `core/<state metric>`). The update loop is written
+once, here, in `Learner.update`:
+
+    targets = self.targets(rollout)                 # no gradient; e.g. GAE advantages
+    for each of `epochs` passes:
+        perm = a random permutation of the envs     # minibatches are whole env sequences
+        for each minibatch idx of `minibatch_size` envs:
+            loss, stats = self.loss(rollout, idx, targets)
+            self._optimizer_step(loss)              # zero_grad, backward, clip, step
+    metrics = mean of the stats + self.update_metrics(...) + lr + the core's state metrics
+
+A subclass supplies `targets` and `loss` (agents/ppo.py, agents/vtrace.py: one screen each)
+and its config, and the LR schedule (PPO steps it per update, V-trace per optimizer step of
+the first pass).
 
 Every learner also has `acting_policy`: the module a RolloutCollector should act with (the
 trained policy itself, except for the V-trace learner with actor_lag = 1).
@@ -13,35 +25,126 @@ Any SB3 VecEnv with uint8 [64, 64, 3] observations and Discrete actions can be t
     learner = make_learner("ppo", policy, num_envs=env.num_envs, unroll=T,
                            total_steps=N, device="cpu", ppo_cfg=PPOConfig(), vtrace_cfg=None)
     collector = RolloutCollector(env, learner.acting_policy, T, "never")
-    for _ in range(N // (env.num_envs * T)):
+    for _ in range(planned_updates(N, env.num_envs * T)):
         metrics = learner.update(collector.collect())
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, get_args
+import math
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
 
-from .impala import VTraceConfig, VTraceLearner
-from .ppo import PPO, PPOConfig
 from .rollout import Rollout
+
+if TYPE_CHECKING:
+    from .ppo import PPOConfig
+    from .vtrace import VTraceConfig
 
 Algo = Literal["ppo", "vtrace"]
 ALGOS: tuple[str, ...] = get_args(Algo)
 
 
-class Learner(Protocol):
-    algo: str
-    policy: nn.Module
-    acting_policy: nn.Module
+def planned_updates(total_steps: int, steps_per_update: int) -> int:
+    """Updates a run of `total_steps` env steps makes: the run stops at the first update that
+    reaches total_steps (ceil; at least 1). The one rule for the trainer and the schedules."""
+    return max(1, math.ceil(int(total_steps) / int(steps_per_update)))
 
-    def update(self, rollout: Rollout) -> dict[str, float]: ...
 
-    def state_dict(self) -> dict: ...
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """1 - Var[target - pred] / Var[target] (nan when the target is constant)."""
+    var = target.var()
+    return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)
 
-    def load_state_dict(self, d: dict) -> None: ...
+
+class Learner:
+    """The shared update loop (see the module docstring). Owns the optimizer and the LR
+    schedule; `state_dict()` holds both and the update counter (subclasses add their own)."""
+
+    algo: ClassVar[str]
+    lr_decay_per: ClassVar[Literal["update", "step"]]
+    """What one step of the LR schedule is: an update, or an optimizer step of the first
+    pass."""
+
+    def __init__(self, policy: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: int,
+                 minibatch_size: int, max_grad_norm: float, lr_factor) -> None:
+        self.policy = policy
+        self.acting_policy = policy
+        self.optimizer = optimizer
+        self.epochs, self.minibatch_size = int(epochs), int(minibatch_size)
+        self.max_grad_norm = float(max_grad_norm)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+        self.updates = 0
+        self.minibatch_index = 0
+        """Index of the minibatch being computed within the current update (0 = the first
+        minibatch of the first pass, which is on-policy)."""
+
+    # ------------------------------------------------------------------ what subclasses supply
+    def targets(self, rollout: Rollout) -> Any:
+        """Everything the losses need that is computed once per update, without gradient."""
+        return None
+
+    def loss(self, rollout: Rollout, idx: torch.Tensor, targets: Any
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of the minibatch of envs `idx` and its scalar stats (`losses/...`)."""
+        raise NotImplementedError
+
+    def update_metrics(self, rollout: Rollout, targets: Any) -> dict[str, float]:
+        """Metrics of the whole update, added after the minibatch means."""
+        return {}
+
+    def begin_update(self, rollout: Rollout) -> None:
+        """Called first in every update (V-trace's actor lag keeps the pre-update weights)."""
+
+    # ------------------------------------------------------------------ the shared loop
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """One update (epochs x minibatches of whole env sequences); returns mean metrics."""
+        self.begin_update(rollout)
+        targets = self.targets(rollout)
+        lr = self.optimizer.param_groups[0]["lr"]
+        B = rollout.num_envs
+        sums: dict[str, float] = {}
+        n = 0
+        for epoch in range(self.epochs):
+            perm = torch.randperm(B, device=rollout.obs.device)
+            for start in range(0, B, self.minibatch_size):
+                self.minibatch_index = n
+                loss, stats = self.loss(rollout, perm[start:start + self.minibatch_size],
+                                        targets)
+                self._optimizer_step(loss)
+                if self.lr_decay_per == "step" and epoch == 0:
+                    self.scheduler.step()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+        if self.lr_decay_per == "update":
+            self.scheduler.step()
+        self.updates += 1
+        metrics = {k: v / n for k, v in sums.items()}
+        metrics.update(self.update_metrics(rollout, targets))
+        metrics["charts/learning_rate"] = lr
+        for k, v in self.policy.state_metrics(rollout.final_state).items():
+            metrics[f"core/{k}"] = v
+        return metrics
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        """The one place parameters change: zero_grad, backward, clip the global norm, step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.optimizer.load_state_dict(d["optimizer"])
+        self.scheduler.load_state_dict(d["scheduler"])
+        self.updates = int(d["updates"])
 
 
 def make_learner(
@@ -60,9 +163,13 @@ def make_learner(
     settings raise ValueError with one line naming the bad value and the valid ones."""
     del device  # the optimizers and targets follow the policy's parameters
     if algo == "ppo":
+        from .ppo import PPO, PPOConfig
+
         return PPO(policy, ppo_cfg or PPOConfig(), num_envs=num_envs, unroll=unroll,
                    total_steps=total_steps)
     if algo == "vtrace":
+        from .vtrace import VTraceConfig, VTraceLearner
+
         return VTraceLearner(policy, vtrace_cfg or VTraceConfig(), num_envs=num_envs,
                              unroll=unroll, total_steps=total_steps)
     raise ValueError(f"unknown algo {algo!r}; valid: {', '.join(ALGOS)}")

@@ -1,9 +1,10 @@
-"""Recurrent PPO (the Procgen paper's learner, SPEC section 4) on one Rollout per update.
+"""Recurrent PPO (the Procgen paper's learner; docs/SPEC.md, section 4) on one Rollout per
+update.
 
-Read top to bottom: `update` = normalise rewards -> bootstrap value -> GAE -> epochs over
-minibatches of whole env sequences, each replayed from its stored initial state with its
-stored episode_start mask (so the first minibatch of the first epoch reproduces the
-behaviour log-probs exactly: ratio 1).
+The update loop is agents.learners.Learner's; PPO supplies its targets (normalise rewards ->
+bootstrap value -> GAE) and its loss. Minibatches are whole env sequences, each replayed from
+its stored initial state with its stored episode_start mask, so the first minibatch of the
+first epoch reproduces the behaviour log-probs exactly (ratio 1).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from torch import nn
 
 from policies.state import index_state
 
+from .learners import Learner, explained_variance
 from .returns import gae
 from .rollout import Rollout
 
 
 @dataclass
 class PPOConfig:
-    """PPO hyperparameters (defaults: the Procgen paper's PPO, SPEC section 4)."""
+    """PPO hyperparameters (defaults: the Procgen paper's PPO; docs/SPEC.md, section 4)."""
 
     lr: float = 5e-4
     """Adam learning rate."""
@@ -52,7 +54,8 @@ class PPOConfig:
     normalize_advantages: bool = True
     """Normalise advantages to mean 0, std 1 per minibatch."""
     anneal_lr: bool = False
-    """Decay the learning rate linearly to 0 over total_steps."""
+    """Decay the learning rate linearly towards 0 over total_steps: update k of n runs at
+    lr * (1 - k / n)."""
 
 
 def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
@@ -118,45 +121,33 @@ class RewardNormalizer:
         self.count = float(d["count"])
 
 
-def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - Var[target - pred] / Var[target] (nan when the target is constant)."""
-    var = target.var()
-    return float("nan") if var == 0 else float(1.0 - (target - pred).var() / var)
-
-
-class PPO:
-    """Recurrent PPO learner (see module docstring). Owns the Adam optimizer, the LR schedule
-    and the reward normaliser; `state_dict()` holds all three and the update counter."""
+class PPO(Learner):
+    """Recurrent PPO: GAE targets from (normalised) rewards, the clipped surrogate loss. Adds
+    the reward normaliser to `state_dict()`; `first_minibatch_ratio` keeps the ratios of the
+    first minibatch of the last update (1 by construction; tests check it)."""
 
     algo = "ppo"
+    lr_decay_per = "update"
 
-    def __init__(
-        self,
-        policy: nn.Module,
-        cfg: PPOConfig,
-        *,
-        num_envs: int,
-        unroll: int,
-        total_steps: int,
-    ) -> None:
+    def __init__(self, policy: nn.Module, cfg: PPOConfig, *, num_envs: int, unroll: int,
+                 total_steps: int) -> None:
         check_ppo_config(cfg, num_envs)
-        self.policy = policy
-        self.acting_policy = policy
-        self.cfg = cfg
-        self.num_envs, self.unroll = num_envs, unroll
-        self.num_updates = max(1, total_steps // (num_envs * unroll))
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        num_updates = max(1, total_steps // (num_envs * unroll))
 
         def lr_factor(k: int) -> float:
-            return max(0.0, 1.0 - k / self.num_updates) if cfg.anneal_lr else 1.0
+            return max(0.0, 1.0 - k / num_updates) if cfg.anneal_lr else 1.0
 
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
+        super().__init__(policy, optimizer, epochs=cfg.epochs,
+                         minibatch_size=num_envs // cfg.num_minibatches,
+                         max_grad_norm=cfg.max_grad_norm, lr_factor=lr_factor)
+        self.cfg = cfg
+        self.num_envs, self.unroll = num_envs, unroll
         self.reward_normalizer = RewardNormalizer(num_envs, cfg.gamma, cfg.reward_clip)
-        self.updates = 0
-        self.first_minibatch_ratio: torch.Tensor | None = None  # for tests: ratios, first mb
+        self.first_minibatch_ratio: torch.Tensor | None = None
 
     @torch.no_grad()
-    def _targets(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    def targets(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Advantages and returns [T, B] from (normalised) rewards and the bootstrap value."""
         b = rollout.bootstrap
         _, last_value, _ = self.policy(
@@ -168,9 +159,11 @@ class PPO:
         return gae(rewards, rollout.values, rollout.dones, last_value[0], self.cfg.gamma,
                    self.cfg.gae_lambda)
 
-    def _minibatch_loss(self, rollout, idx, advantages, returns):
-        """Replay envs `idx` from their stored initial state; return (loss, stats)."""
-        cfg = self.cfg
+    def loss(self, rollout: Rollout, idx: torch.Tensor,
+             targets: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Replay envs `idx` from their stored initial state: clipped surrogate + clipped value
+        loss - entropy bonus."""
+        cfg, (advantages, returns) = self.cfg, targets
         logits, values, _ = self.policy(
             rollout.obs[:, idx], rollout.rewards_in[:, idx], rollout.episode_start[:, idx],
             index_state(rollout.init_state, idx),
@@ -178,6 +171,8 @@ class PPO:
         dist = torch.distributions.Categorical(logits=logits)
         logratio = dist.log_prob(rollout.actions[:, idx]) - rollout.logprobs[:, idx]
         ratio = logratio.exp()
+        if self.minibatch_index == 0:
+            self.first_minibatch_ratio = ratio.detach()
         adv = advantages[:, idx]
         if cfg.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -199,50 +194,15 @@ class PPO:
                 "losses/clipfrac": ((ratio - 1).abs() > cfg.clip).float().mean().item(),
                 "losses/importance_ratio": ratio.mean().item(),
             }
-        return loss, stats, ratio.detach()
+        return loss, stats
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """One PPO update (epochs x minibatches) on the rollout; returns mean metrics."""
-        cfg = self.cfg
-        advantages, returns = self._targets(rollout)
-        B = rollout.num_envs
-        mb_size = B // cfg.num_minibatches
-        sums: dict[str, float] = {}
-        n = 0
-        for epoch in range(cfg.epochs):
-            perm = torch.randperm(B, device=rollout.obs.device)
-            for start in range(0, B, mb_size):
-                idx = perm[start:start + mb_size]
-                loss, stats, ratio = self._minibatch_loss(rollout, idx, advantages, returns)
-                if epoch == 0 and start == 0:
-                    self.first_minibatch_ratio = ratio
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n += 1
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
-        self.updates += 1
-        metrics = {k: v / n for k, v in sums.items()}
-        metrics["losses/explained_variance"] = explained_variance(rollout.values, returns)
-        metrics["charts/learning_rate"] = lr
-        for k, v in self.policy.state_metrics(rollout.final_state).items():
-            metrics[f"core/{k}"] = v
-        return metrics
+    def update_metrics(self, rollout: Rollout, targets: tuple[torch.Tensor, torch.Tensor]
+                       ) -> dict[str, float]:
+        return {"losses/explained_variance": explained_variance(rollout.values, targets[1])}
 
     def state_dict(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "reward_normalizer": self.reward_normalizer.state_dict(),
-            "updates": self.updates,
-        }
+        return {**super().state_dict(), "reward_normalizer": self.reward_normalizer.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
-        self.optimizer.load_state_dict(d["optimizer"])
-        self.scheduler.load_state_dict(d["scheduler"])
+        super().load_state_dict(d)
         self.reward_normalizer.load_state_dict(d["reward_normalizer"])
-        self.updates = int(d["updates"])

@@ -30,8 +30,8 @@ def run_one(spec: dict) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from agents.impala import VTraceConfig
     from agents.ppo import PPOConfig
+    from agents.vtrace import VTraceConfig
     from tests.agents import test_learning as tl
 
     task = spec.get("task", "cue-recall")

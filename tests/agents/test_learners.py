@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from agents.impala import VTraceConfig
 from agents.learners import make_learner
 from agents.ppo import PPOConfig, RewardNormalizer
 from agents.rollout import RolloutCollector
+from agents.vtrace import VTraceConfig
 
 
 @pytest.mark.parametrize("core", ["srwm", "lstm"])

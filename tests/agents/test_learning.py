@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from agents.impala import VTraceConfig
 from agents.learners import make_learner
 from agents.ppo import PPOConfig
 from agents.rollout import RolloutCollector, episode_start_mask
+from agents.vtrace import VTraceConfig
 from envs import make_env, reference_returns
 from policies import ModelConfig, build_actor_critic
 

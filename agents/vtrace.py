@@ -1,4 +1,6 @@
-"""IMPALA-style learner with V-trace (the SRWM paper's learner, SPEC section 4).
+"""IMPALA-style learner with V-trace (the SRWM paper's learner; docs/SPEC.md, section 4).
+
+The update loop is agents.learners.Learner's; this module supplies the loss.
 
 Batches. The paper's batch is 32 sequences of `unroll` steps. Here one Rollout holds num_envs
 sequences; it is shuffled by env and split into num_envs / batch_size minibatches of
@@ -6,6 +8,7 @@ batch_size whole sequences, one optimizer step each (num_envs == batch_size: the
 batch). With `epochs` > 1 the rollout is passed over again (reshuffled each pass); V-trace
 corrects for the later passes being off-policy. When num_envs < batch_size the whole rollout
 is one batch of num_envs sequences. num_envs must otherwise be a multiple of batch_size.
+The learning rate decays per optimizer step of the first pass (the env steps consumed).
 
 Loss per batch, summed over time and batch like TorchBeast (the RMSprop eps of 0.01 and the
 grad clip of 40 are calibrated for sums):
@@ -24,9 +27,9 @@ for the first minibatch of each rollout (later minibatches of the same rollout a
 few steps off-policy). With actor_lag = 1 it is a separate copy that, at the start of every
 update, receives the parameters from before that update, so each segment is collected with
 parameters exactly one update old, as when the next segment is collected while the update
-runs. Collection still runs sequentially (no background thread: on a 2-core CPU a thread
-would only contend for the same cores); the lag reproduces the off-policyness, not the
-overlap. The mean importance ratio pi/mu is logged as losses/importance_ratio either way.
+runs. Collection still runs sequentially (no background thread); the lag reproduces the
+off-policyness, not the overlap. The mean importance ratio pi/mu is logged as
+losses/importance_ratio either way.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from torch import nn
 
 from policies.state import index_state
 
-from .ppo import explained_variance
+from .learners import Learner, explained_variance
 from .returns import vtrace
 from .rollout import Rollout
 
@@ -50,13 +53,15 @@ VTRACE_OPTIMIZERS: tuple[str, ...] = get_args(VTraceOptimizer)
 
 @dataclass
 class VTraceConfig:
-    """V-trace learner hyperparameters (defaults: the SRWM paper's IMPALA, SPEC section 4)."""
+    """V-trace learner hyperparameters (defaults: the SRWM paper's IMPALA; docs/SPEC.md,
+    section 4)."""
 
     lr: float = 6e-4
-    """Learning rate at the start; decayed linearly to 0 over total_steps."""
+    """Learning rate at the start (decayed linearly towards 0 over total_steps when
+    anneal_lr)."""
     optimizer: VTraceOptimizer = "rmsprop"
-    """rmsprop (the paper's IMPALA) | adam (eps adam_eps; with epochs 3 this is what lets the
-    tiny SRWM learn cue-recall, see benchmarks/RESULTS.md)."""
+    """rmsprop (the paper's IMPALA) | adam (eps adam_eps); benchmarks/RESULTS.md, "SRWM
+    learnability", compares them."""
     adam_eps: float = 1e-5
     """Adam epsilon (optimizer adam)."""
     rmsprop_alpha: float = 0.99
@@ -66,7 +71,8 @@ class VTraceConfig:
     rmsprop_momentum: float = 0.0
     """RMSprop momentum."""
     anneal_lr: bool = True
-    """Linear learning-rate decay to 0 over total_steps (env steps consumed by the learner)."""
+    """Linear learning-rate decay towards 0 over total_steps: optimizer step j of the n planned
+    first-pass steps runs at lr * (1 - j / n)."""
     max_grad_norm: float = 40.0
     """Global gradient-norm clip."""
     entropy_coef: float = 0.01
@@ -124,50 +130,50 @@ def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
             raise ValueError(f"V-trace {name} must be positive, got {getattr(cfg, name)}")
 
 
-class VTraceLearner:
-    """IMPALA-style learner (see module docstring). Owns RMSprop and the linear LR decay;
-    `state_dict()` holds both and the update counter."""
+class VTraceLearner(Learner):
+    """IMPALA-style learner (see module docstring): V-trace targets computed per batch inside
+    the loss, RMSprop (or Adam), the LR decayed per optimizer step of the first pass."""
 
     algo = "vtrace"
+    lr_decay_per = "step"
 
-    def __init__(
-        self,
-        policy: nn.Module,
-        cfg: VTraceConfig,
-        *,
-        num_envs: int,
-        unroll: int,
-        total_steps: int,
-    ) -> None:
+    def __init__(self, policy: nn.Module, cfg: VTraceConfig, *, num_envs: int, unroll: int,
+                 total_steps: int) -> None:
         check_vtrace_config(cfg, num_envs)
-        self.policy = policy
-        self.cfg = cfg
-        self.num_envs, self.unroll = num_envs, unroll
-        self.batch_size = effective_batch_size(cfg, num_envs)
-        self.acting_policy = copy.deepcopy(policy) if cfg.actor_lag else policy
+        batch_size = effective_batch_size(cfg, num_envs)
+        acting_policy = copy.deepcopy(policy) if cfg.actor_lag else policy
         if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+            optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
         else:
-            self.optimizer = torch.optim.RMSprop(
+            optimizer = torch.optim.RMSprop(
                 policy.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
                 momentum=cfg.rmsprop_momentum,
             )
-        steps_per_opt = self.batch_size * unroll
+        steps_per_opt = batch_size * unroll
         total = max(1, int(total_steps))
 
         def lr_factor(k: int) -> float:
             return 1.0 - min(k * steps_per_opt, total) / total if cfg.anneal_lr else 1.0
 
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor)
-        self.updates = 0
+        super().__init__(policy, optimizer, epochs=cfg.epochs, minibatch_size=batch_size,
+                         max_grad_norm=cfg.max_grad_norm, lr_factor=lr_factor)
+        self.acting_policy = acting_policy
+        self.cfg = cfg
+        self.num_envs, self.unroll = num_envs, unroll
+        self.batch_size = batch_size
 
     def sync_acting_policy(self) -> None:
         """Copy the trained parameters into the acting copy (no-op without lag)."""
         if self.acting_policy is not self.policy:
             self.acting_policy.load_state_dict(self.policy.state_dict())
 
-    def _batch_loss(self, rollout: Rollout, idx: torch.Tensor):
-        """Replay sequences `idx` (plus the bootstrap step); return (loss, stats)."""
+    def begin_update(self, rollout: Rollout) -> None:
+        if self.cfg.actor_lag:
+            self.sync_acting_policy()  # the next segment acts with the pre-update parameters
+
+    def loss(self, rollout: Rollout, idx: torch.Tensor, targets: None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Replay sequences `idx` (plus the bootstrap step); V-trace targets; summed loss."""
         cfg, b = self.cfg, rollout.bootstrap
         obs = torch.cat([rollout.obs[:, idx], b.obs[idx].unsqueeze(0)])
         rewards_in = torch.cat([rollout.rewards_in[:, idx], b.reward_in[idx].unsqueeze(0)])
@@ -198,45 +204,8 @@ class VTraceLearner:
             }
         return loss, stats
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """One optimizer step per batch of whole sequences; returns mean metrics."""
-        if self.cfg.actor_lag:
-            self.sync_acting_policy()  # the next segment acts with the pre-update parameters
-        B = rollout.num_envs
-        sums: dict[str, float] = {}
-        n = 0
-        lr = self.optimizer.param_groups[0]["lr"]
-        for epoch in range(self.cfg.epochs):
-            perm = torch.randperm(B, device=rollout.obs.device)
-            for start in range(0, B, self.batch_size):
-                loss, stats = self._batch_loss(rollout, perm[start:start + self.batch_size])
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
-                self.optimizer.step()
-                if epoch == 0:  # the schedule follows env steps consumed
-                    self.scheduler.step()
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n += 1
-        self.updates += 1
-        metrics = {k: v / n for k, v in sums.items()}
-        metrics["charts/learning_rate"] = lr
-        for k, v in self.policy.state_metrics(rollout.final_state).items():
-            metrics[f"core/{k}"] = v
-        return metrics
-
-    def state_dict(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "updates": self.updates,
-        }
-
     def load_state_dict(self, d: dict) -> None:
         """Restore optimizer, schedule and counter; also re-syncs the acting copy from the
         policy (load the policy's weights BEFORE calling this)."""
-        self.optimizer.load_state_dict(d["optimizer"])
-        self.scheduler.load_state_dict(d["scheduler"])
-        self.updates = int(d["updates"])
+        super().load_state_dict(d)
         self.sync_acting_policy()
