@@ -28,7 +28,7 @@ from envs.games import DISTRIBUTION_MODES, DistributionMode
 from policies.config import CORE_NAMES, ModelConfig
 
 from .errors import ConfigError, one_line
-from .learners import ALGOS, Algo
+from .learners import ALGOS, Algo, planned_updates
 from .ppo import PPOConfig
 from .rollout import STATE_RESETS, StateReset
 from .vtrace import VTraceConfig
@@ -164,8 +164,9 @@ class TrainConfig:
 
     @property
     def num_updates(self) -> int:
-        """Updates needed to reach total_steps (the last one may overshoot it)."""
-        return max(1, math.ceil(self.total_steps / self.steps_per_update))
+        """Updates needed to reach total_steps (the last one may overshoot it); the same rule
+        (agents.learners.planned_updates) sets the length of the LR schedules."""
+        return planned_updates(self.total_steps, self.steps_per_update)
 
     def _require_resolved(self) -> None:
         if self.num_envs is None or self.unroll is None:

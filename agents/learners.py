@@ -13,8 +13,10 @@ once, here, in `Learner.update`:
     metrics = mean of the stats + self.update_metrics(...) + lr + the core's state metrics
 
 A subclass supplies `targets` and `loss` (agents/ppo.py, agents/vtrace.py: one screen each)
-and its config, and the LR schedule (PPO steps it per update, V-trace per optimizer step of
-the first pass).
+and its config. The learning rate follows one schedule rule (`lr_factor`): with annealing,
+step k of n planned steps runs at 1 - k/n of the initial lr, so the last step never runs at
+lr 0; n comes from `planned_updates`, the same ceil rule as `TrainConfig.num_updates`. PPO
+counts steps in updates, V-trace in optimizer steps of the first pass (env steps consumed).
 
 Every learner also has `acting_policy`: the module a RolloutCollector should act with (the
 trained policy itself, except for the V-trace learner with actor_lag = 1).
@@ -69,12 +71,19 @@ class Learner:
     pass."""
 
     def __init__(self, policy: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: int,
-                 minibatch_size: int, max_grad_norm: float, lr_factor) -> None:
+                 minibatch_size: int, max_grad_norm: float, anneal_lr: bool,
+                 schedule_steps: int) -> None:
         self.policy = policy
         self.acting_policy = policy
         self.optimizer = optimizer
         self.epochs, self.minibatch_size = int(epochs), int(minibatch_size)
         self.max_grad_norm = float(max_grad_norm)
+        self.schedule_steps = int(schedule_steps)
+
+        def lr_factor(k: int) -> float:
+            """Step k of schedule_steps runs at 1 - k / schedule_steps of the initial lr."""
+            return max(0.0, 1.0 - k / self.schedule_steps) if anneal_lr else 1.0
+
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         self.updates = 0
         self.minibatch_index = 0

@@ -16,7 +16,7 @@ from torch import nn
 
 from policies.state import index_state
 
-from .learners import Learner, explained_variance
+from .learners import Learner, explained_variance, planned_updates
 from .returns import gae
 from .rollout import Rollout
 
@@ -133,14 +133,10 @@ class PPO(Learner):
                  total_steps: int) -> None:
         check_ppo_config(cfg, num_envs)
         optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-        num_updates = max(1, total_steps // (num_envs * unroll))
-
-        def lr_factor(k: int) -> float:
-            return max(0.0, 1.0 - k / num_updates) if cfg.anneal_lr else 1.0
-
         super().__init__(policy, optimizer, epochs=cfg.epochs,
                          minibatch_size=num_envs // cfg.num_minibatches,
-                         max_grad_norm=cfg.max_grad_norm, lr_factor=lr_factor)
+                         max_grad_norm=cfg.max_grad_norm, anneal_lr=cfg.anneal_lr,
+                         schedule_steps=planned_updates(total_steps, num_envs * unroll))
         self.cfg = cfg
         self.num_envs, self.unroll = num_envs, unroll
         self.reward_normalizer = RewardNormalizer(num_envs, cfg.gamma, cfg.reward_clip)

@@ -43,7 +43,7 @@ from torch import nn
 
 from policies.state import index_state
 
-from .learners import Learner, explained_variance
+from .learners import Learner, explained_variance, planned_updates
 from .returns import vtrace
 from .rollout import Rollout
 
@@ -149,14 +149,11 @@ class VTraceLearner(Learner):
                 policy.parameters(), lr=cfg.lr, alpha=cfg.rmsprop_alpha, eps=cfg.rmsprop_eps,
                 momentum=cfg.rmsprop_momentum,
             )
-        steps_per_opt = batch_size * unroll
-        total = max(1, int(total_steps))
-
-        def lr_factor(k: int) -> float:
-            return 1.0 - min(k * steps_per_opt, total) / total if cfg.anneal_lr else 1.0
-
+        steps_per_update = num_envs // batch_size  # optimizer steps of one pass
         super().__init__(policy, optimizer, epochs=cfg.epochs, minibatch_size=batch_size,
-                         max_grad_norm=cfg.max_grad_norm, lr_factor=lr_factor)
+                         max_grad_norm=cfg.max_grad_norm, anneal_lr=cfg.anneal_lr,
+                         schedule_steps=steps_per_update
+                         * planned_updates(total_steps, num_envs * unroll))
         self.acting_policy = acting_policy
         self.cfg = cfg
         self.num_envs, self.unroll = num_envs, unroll

@@ -196,3 +196,29 @@ def test_same_seed_same_result(make_tiny_policy, algo):
     assert m1 == m2
     for k, v in params1.items():
         torch.testing.assert_close(v, params2[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vtrace"])
+def test_lr_schedule_and_update_count_are_one_rule(make_tiny_policy, fake_env, algo):
+    """total_steps 50 with 20 env steps per update: the run makes ceil(50 / 20) = 3 updates
+    (TrainConfig.num_updates and the schedules use the same rule), and with annealing update
+    k of 3 starts at lr * (1 - k / 3): the last update does not run at lr 0. V-trace (2
+    optimizer steps per update) decays per optimizer step: 1, 5/6, ..., 1/6."""
+    from agents.config import TrainConfig
+    from agents.learners import planned_updates
+
+    cfg = TrainConfig(games=["cue-recall"], algo=algo, num_envs=4, unroll=5, total_steps=50)
+    cfg.ppo.num_minibatches = 2
+    cfg.vtrace.batch_size = 2
+    assert cfg.resolved().num_updates == planned_updates(50, 20) == 3
+    lr = 1e-3
+    learner = make_learner(algo, make_tiny_policy("ff"), num_envs=4, unroll=5, total_steps=50,
+                           device="cpu",
+                           ppo_cfg=PPOConfig(num_minibatches=2, anneal_lr=True, lr=lr),
+                           vtrace_cfg=VTraceConfig(batch_size=2, lr=lr))
+    collector = RolloutCollector(fake_env(4), learner.acting_policy, 5, "never")
+    lrs = [learner.update(collector.collect())["charts/learning_rate"] for _ in range(3)]
+    assert lrs == pytest.approx([lr, lr * 2 / 3, lr / 3])
+    if algo == "vtrace":  # the step inside the last update ran at lr / 6
+        assert learner.scheduler.get_last_lr()[0] == pytest.approx(0.0)
+    assert min(lrs) > 0
