@@ -19,6 +19,10 @@ Payload (format version 1):
     num_actions       size of the action space (the checkpoint stores no env)
     extra             dict of small plain values (e.g. episode counters)
 
+`build_payload` assembles it from a run's state (`weights_only_safe` turns the learner's numpy
+values into tensors and plain numbers); `restore` loads a payload's model and learner state
+back into a policy and learner.
+
 Writes are atomic: a temp file in the same directory, flush + fsync, os.replace, then the
 directory is fsynced. A write killed half-way leaves the previous checkpoints intact (and at
 worst a `.tmp` file that is ignored and cleaned up by the next save).
@@ -38,12 +42,16 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .errors import CheckpointError, one_line
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .learners import Learner
 
 FORMAT = "srwm-procgen-checkpoint"
 FORMAT_VERSION = 1
@@ -125,6 +133,56 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         n_dev = min(len(cuda), torch.cuda.device_count())
         for i in range(n_dev):
             torch.cuda.set_rng_state(cuda[i].cpu(), device=i)
+
+
+# ---------------------------------------------------------------------- the payload
+def build_payload(cfg: TrainConfig, policy: torch.nn.Module, learner: Learner, *,
+                  global_step: int, update: int, elapsed_s: float, num_actions: int,
+                  episodes: int) -> dict[str, Any]:
+    """The payload of a checkpoint (see the module docstring) of a run in this state."""
+    return {
+        "config": cfg.to_dict(),
+        "model": policy.state_dict(),
+        "learner": weights_only_safe(learner.state_dict()),
+        "global_step": int(global_step),
+        "update": int(update),
+        "rng": rng_state(),
+        "wall_time": time.time(),
+        "elapsed_s": float(elapsed_s),
+        "num_actions": int(num_actions),
+        "torch_version": str(torch.__version__),
+        "extra": {"episodes": int(episodes)},
+    }
+
+
+def weights_only_safe(obj: Any) -> Any:
+    """`obj` with numpy arrays as tensors and numpy scalars as python numbers, so that
+    `torch.load(weights_only=True)` reads it."""
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: weights_only_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        seq = [weights_only_safe(v) for v in obj]
+        return seq if isinstance(obj, list) else tuple(seq)
+    return obj
+
+
+def restore(policy: torch.nn.Module, learner: Learner, payload: Mapping[str, Any]) -> None:
+    """Load a payload's model and learner state (CheckpointError, one line, if they do not fit
+    this policy and learner)."""
+    load_model_state(policy, payload["model"], payload["path"])
+    state = payload.get("learner")
+    if state is None:
+        raise CheckpointError(f"checkpoint {payload['path']!r} has no learner state "
+                              f"(wrong format)")
+    try:
+        learner.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {payload['path']!r}: learner state does not fit "
+                              f"the {learner.algo} learner ({one_line(e)[:200]})") from None
 
 
 # ---------------------------------------------------------------------- save / find / load

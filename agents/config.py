@@ -31,9 +31,8 @@ from .errors import ConfigError, one_line
 from .learners import ALGOS, Algo, planned_updates
 from .ppo import PPOConfig
 from .rollout import STATE_RESETS, StateReset
+from .runtime import DEVICES_HELP, valid_device
 from .vtrace import VTraceConfig
-
-DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 
 DEFAULT_NUM_ENVS = {"ppo": 64, "vtrace": 32}
 DEFAULT_UNROLL = {"ppo": 256, "vtrace": 50}
@@ -247,7 +246,7 @@ class TrainConfig:
             bad(f"num_levels must be >= 0 (0 = unbounded), got {self.num_levels}")
         if self.start_level < 0:
             bad(f"start_level must be >= 0, got {self.start_level}")
-        if not _valid_device(self.device):
+        if not valid_device(self.device):
             bad(f"unknown device {self.device!r}; valid: {DEVICES_HELP}")
         if self.checkpoint_every_steps < 0 or self.checkpoint_every_minutes < 0:
             bad("checkpoint_every_steps / checkpoint_every_minutes must be >= 0 (0 disables)")
@@ -334,14 +333,6 @@ class TrainConfig:
 def set_learning_rate(cfg: TrainConfig, lr: float) -> None:
     """Set the (initial) learning rate of the learner `cfg.algo` uses."""
     (cfg.ppo if cfg.algo == "ppo" else cfg.vtrace).lr = float(lr)
-
-
-def _valid_device(device: str) -> bool:
-    if device in ("auto", "cpu", "cuda"):
-        return True
-    if device.startswith("cuda:"):
-        return device[5:].isdigit()
-    return False
 
 
 def _check_keys(what: str, d: Any, cls: type) -> None:

@@ -1,6 +1,6 @@
-"""The training loop: collect a segment, update the learner, log, checkpoint; resume; signals.
+"""The training loop: collect a segment, update the learner, log, checkpoint; until done.
 
-Entry point for any environment (issue 4, item 8)::
+Entry point for any environment::
 
     from agents.config import TrainConfig
     from agents.trainer import train
@@ -8,10 +8,17 @@ Entry point for any environment (issue 4, item 8)::
                                run_dir="runs/mine"), env=my_vec_env)
 
 `env` may be any Stable-Baselines3 `VecEnv` with uint8 [64, 64, 3] observations and a
-`Discrete` action space. Envs of this package (`envs.make_env`) carry `env_games`; a plain
-VecEnv is wrapped by `as_training_env`, which names every env's game "env" and reports
-finished episodes itself when the env does not. Without `env`, `train` builds
-`envs.make_env(cfg.games, cfg.num_envs, ...)`.
+`Discrete` action space; `envs.adapter.as_training_env` names a plain VecEnv's games "env" and
+reports its finished episodes. Without `env`, `train` builds `envs.make_env(cfg.games,
+cfg.num_envs, ...)`.
+
+This module is the loop and its setup only. The pieces live elsewhere: the device, seeds and
+signal handling in agents/runtime.py, the run dir checks in agents/run_dir.py, the
+checkpoint payload in agents/checkpoint.py, the env adapter in envs/adapter.py, the update
+in agents/learners.py.
+
+    train(cfg)  =  _setup (resolve config, run dir, env, policy, learner, restore)
+                -> Trainer(...).run(): while not done: collect -> update -> log -> checkpoint
 
 Stopping and resuming:
 
@@ -28,26 +35,33 @@ Stopping and resuming:
 
 from __future__ import annotations
 
-import contextlib
+import json
 import math
 import os
-import random
-import signal
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .errors import ConfigError, one_line
+from .learners import Learner
 from .metrics import EpisodeStats, Progress, ScalarWriter
+from .rollout import RolloutCollector
+from .run_dir import CONFIG_FILE, TB_DIR, check_new_run_dir, prepare_new_run_dir
+from .runtime import env_seed, resolve_device, seed_everything, stop_on_signals
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.vec_env import VecEnv
+
+    from policies import ActorCritic
+
+OnUpdate = Callable[[int, dict[str, float]], None]
+"""Called after every update with (global_step, metrics)."""
 
 
 @dataclass
@@ -75,192 +89,21 @@ class TrainResult:
     """Env steps per second of this call (collect + update + logging)."""
 
 
-# ---------------------------------------------------------------------- small helpers
-def resolve_device(device: str) -> torch.device:
-    """auto -> cuda when available, else cpu; a CUDA device without CUDA -> ConfigError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available here; "
-                              f"valid: auto, cpu")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} does not exist; valid: cuda:0 .. "
-                              f"cuda:{torch.cuda.device_count() - 1}")
-    return torch.device(device)
+@dataclass
+class _Setup:
+    """A run before its loop: the resolved config, the env, the device, the checkpoint."""
+
+    cfg: TrainConfig
+    env: VecEnv
+    own_env: bool
+    """The env was built here (and is closed here)."""
+    device: torch.device
+    payload: dict[str, Any] | None
+    """The checkpoint resumed from, or None."""
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def env_seed(seed: int, global_step: int) -> int:
-    """Seed of the env: cfg.seed for a fresh run, seed + global_step after a resume."""
-    return int(seed + global_step) % (2**31 - 1)
-
-
-def check_new_run_dir(run_dir: str | os.PathLike) -> Path:
-    """ConfigError unless run_dir is new (or empty) and can be created; changes nothing."""
-    path = Path(run_dir)
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"run dir {str(path)!r} exists and is not a directory; "
-                              f"pick another --run-dir")
-        if any(path.iterdir()):
-            raise ConfigError(f"run dir {str(path)!r} exists and is not empty; use --resume "
-                              f"{path} to continue it, or pick another --run-dir")
-        parent = path
-    else:
-        parent = path.absolute().parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ConfigError(f"run dir {str(path)!r} cannot be created: {str(parent)!r} is not "
-                              f"a directory")
-    try:  # a real probe (os.access is always True for root): make and remove a temp dir
-        os.rmdir(tempfile.mkdtemp(prefix=".probe_", dir=parent))
-    except OSError as e:
-        raise ConfigError(f"run dir {str(path)!r} is not writable ({e.strerror or e} in "
-                          f"{str(parent)!r})") from None
-    return path
-
-
-def prepare_new_run_dir(run_dir: str | os.PathLike) -> Path:
-    """Create run_dir for a fresh run; ConfigError if it is not empty or not writable.
-
-    Nothing existing is modified when this raises.
-    """
-    path = check_new_run_dir(run_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"run dir {str(path)!r} is not writable ({e.strerror or e})") from None
-    return path
-
-
-def check_env(env: Any) -> None:
-    """ConfigError unless env is a VecEnv with uint8 [64, 64, 3] obs and Discrete actions."""
-    from gymnasium import spaces
-
-    from envs.base import OBS_SHAPE
-
-    obs_space, act_space = getattr(env, "observation_space", None), getattr(env, "action_space",
-                                                                            None)
-    if not hasattr(env, "num_envs") or obs_space is None or act_space is None:
-        raise ConfigError(f"env {type(env).__name__} is not a VecEnv (needs num_envs, "
-                          f"observation_space, action_space)")
-    if tuple(getattr(obs_space, "shape", ()) or ()) != OBS_SHAPE or \
-            np.dtype(getattr(obs_space, "dtype", None)) != np.uint8:
-        raise ConfigError(f"env observations must be uint8 {list(OBS_SHAPE)}, got "
-                          f"{getattr(obs_space, 'dtype', '?')} {getattr(obs_space, 'shape', '?')}")
-    if not (isinstance(act_space, spaces.Discrete) or type(act_space).__name__ == "Discrete"):
-        raise ConfigError(f"env actions must be Discrete, got {act_space}")
-
-
-def as_training_env(env: Any) -> Any:
-    """`env` itself when it carries `env_games`; else a wrapper that names every env's game
-    "env" and reports finished episodes ({r, l, game, level_seed}) in the infos."""
-    check_env(env)
-    if getattr(env, "env_games", None) is not None:
-        return env
-    return _GameNamingVecEnv(env)
-
-
-def _make_game_naming_cls() -> type:
-    from stable_baselines3.common.vec_env import VecEnvWrapper
-
-    class GameNamingVecEnv(VecEnvWrapper):
-        """Adds env_games / games ("env") and per-episode statistics to a plain VecEnv."""
-
-        def __init__(self, venv: Any) -> None:
-            super().__init__(venv)
-            self.env_games = ["env"] * self.num_envs
-            self.games = ["env"]
-            self._ret = np.zeros(self.num_envs, np.float64)
-            self._len = np.zeros(self.num_envs, np.int64)
-            self._episodes = np.zeros(self.num_envs, np.int64)
-
-        def reset(self) -> Any:
-            self._ret[:] = 0.0
-            self._len[:] = 0
-            return self.venv.reset()
-
-        def step_wait(self) -> Any:
-            obs, rewards, dones, infos = self.venv.step_wait()
-            self._ret += np.asarray(rewards, np.float64)
-            self._len += 1
-            infos = [dict(i) for i in infos]
-            for i, info in enumerate(infos):
-                info.setdefault("game", "env")
-                info.setdefault("level_seed", int(self._episodes[i]))
-                if dones[i]:
-                    ep = dict(info.get("episode") or {})
-                    ep.setdefault("r", float(self._ret[i]))
-                    ep.setdefault("l", int(self._len[i]))
-                    ep["game"] = "env"
-                    ep.setdefault("level_seed", int(self._episodes[i]))
-                    info["episode"] = ep
-                    self._ret[i], self._len[i] = 0.0, 0
-                    self._episodes[i] += 1
-            return obs, rewards, dones, infos
-
-    return GameNamingVecEnv
-
-
-def _GameNamingVecEnv(env: Any) -> Any:  # noqa: N802 (a lazily built class)
-    return _make_game_naming_cls()(env)
-
-
-def _safe(obj: Any) -> Any:
-    """Make learner state weights_only-safe: numpy arrays -> tensors, numpy scalars -> python."""
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        seq = [_safe(v) for v in obj]
-        return seq if isinstance(obj, list) else tuple(seq)
-    return obj
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[dict[str, str | None]]:
-    """Turn the first SIGINT / SIGTERM into a request to stop after the current update; a
-    second SIGINT aborts at once. Only in the main thread (signals cannot be caught elsewhere)."""
-    flag: dict[str, str | None] = {"signal": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        flag["signal"] = name
-        signal.signal(signal.SIGINT, abort)
-
-    def abort(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    for s in previous:
-        signal.signal(s, handler)
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-# ---------------------------------------------------------------------- the loop
-def build_env(cfg: TrainConfig, global_step: int = 0) -> Any:
+# ---------------------------------------------------------------------- setup
+def build_env(cfg: TrainConfig, global_step: int = 0) -> VecEnv:
     """envs.make_env for a resolved config (ValueError from envs -> ConfigError)."""
     from envs import make_env
 
@@ -272,9 +115,18 @@ def build_env(cfg: TrainConfig, global_step: int = 0) -> Any:
         raise ConfigError(one_line(e)) from None
 
 
-def _bind_env(cfg: TrainConfig, env: Any) -> TrainConfig:
+def _training_env(env: Any) -> VecEnv:
+    from envs.adapter import as_training_env
+
+    try:
+        return as_training_env(env)
+    except ValueError as e:
+        raise ConfigError(one_line(e)) from None
+
+
+def _bind_env(cfg: TrainConfig, env: VecEnv) -> TrainConfig:
     """Resolve cfg against a caller-supplied env: games and num_envs come from the env."""
-    env = as_training_env(env)
+    env = _training_env(env)
     cfg = TrainConfig.from_dict(cfg.to_dict())
     cfg.games = list(getattr(env, "games", None) or dict.fromkeys(env.env_games))
     if cfg.num_envs is None:
@@ -284,13 +136,14 @@ def _bind_env(cfg: TrainConfig, env: Any) -> TrainConfig:
     return cfg.resolved(check_games=False)
 
 
-def _build(cfg: TrainConfig, env: Any, device: torch.device) -> tuple[Any, Any]:
-    """Policy (on device) and learner for a resolved config and an env."""
+def build_policy_and_learner(cfg: TrainConfig, num_actions: int, device: torch.device
+                             ) -> tuple[ActorCritic, Learner]:
+    """Policy (on device) and learner for a resolved config."""
     from policies import build_actor_critic
 
     from .learners import make_learner
 
-    policy = build_actor_critic(cfg.model, int(env.action_space.n)).to(device)
+    policy = build_actor_critic(cfg.model, num_actions).to(device)
     try:
         learner = make_learner(cfg.algo, policy, num_envs=cfg.num_envs, unroll=cfg.unroll,
                                total_steps=cfg.total_steps, device=device, ppo_cfg=cfg.ppo,
@@ -300,13 +153,8 @@ def _build(cfg: TrainConfig, env: Any, device: torch.device) -> tuple[Any, Any]:
     return policy, learner
 
 
-def _restore(policy: Any, learner: Any, payload: dict[str, Any], device: torch.device) -> None:
-    ckpt.load_model_state(policy, payload["model"], payload["path"])
-    _load_learner(learner, payload, device)
-
-
-def _start(cfg: TrainConfig, env: Any, resume_from: Any, create_run_dir: bool
-           ) -> tuple[TrainConfig, Any, bool, dict[str, Any] | None, torch.device]:
+def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike | None,
+           create_run_dir: bool) -> _Setup:
     """Resolve the config, check the run dir, read the checkpoint, build or wrap the env."""
     own_env = env is None
     cfg = cfg.resolved() if own_env else _bind_env(cfg, env)
@@ -323,22 +171,23 @@ def _start(cfg: TrainConfig, env: Any, resume_from: Any, create_run_dir: bool
     else:
         check_new_run_dir(cfg.run_dir)
     global_step = int(payload["global_step"]) if payload else 0
-    env = build_env(cfg, global_step) if own_env else as_training_env(env)
-    return cfg, env, own_env, payload, device
+    env = build_env(cfg, global_step) if own_env else _training_env(env)
+    return _Setup(cfg, env, own_env, device, payload)
 
 
-def dry_run(cfg: TrainConfig, env: Any = None, *, resume_from: str | os.PathLike | None = None
-            ) -> dict[str, Any]:
+def dry_run(cfg: TrainConfig, env: VecEnv | None = None, *,
+            resume_from: str | os.PathLike | None = None) -> dict[str, Any]:
     """Resolve and check everything train() would (config, run dir, env, model, learner,
     checkpoint) without writing anything; returns a summary."""
-    cfg, env, own_env, payload, device = _start(cfg, env, resume_from, create_run_dir=False)
+    s = _setup(cfg, env, resume_from, create_run_dir=False)
+    cfg, payload = s.cfg, s.payload
     try:
-        policy, learner = _build(cfg, env, device)
+        policy, learner = build_policy_and_learner(cfg, int(s.env.action_space.n), s.device)
         if payload is not None:
-            _restore(policy, learner, payload, device)
+            ckpt.restore(policy, learner, payload)
     finally:
-        if own_env:
-            env.close()
+        if s.own_env:
+            s.env.close()
     return {
         "run_dir": cfg.run_dir, "preset": cfg.preset, "games": ",".join(cfg.games),
         "algo": cfg.algo, "core": cfg.model.core, "state_reset": cfg.state_reset,
@@ -347,14 +196,14 @@ def dry_run(cfg: TrainConfig, env: Any = None, *, resume_from: str | os.PathLike
         "resume_from": payload["path"] if payload else None,
         "start_step": int(payload["global_step"]) if payload else 0,
         "distribution_mode": cfg.distribution_mode, "num_levels": cfg.num_levels,
-        "start_level": cfg.start_level, "device": str(device),
+        "start_level": cfg.start_level, "device": str(s.device),
         "parameters": sum(p.numel() for p in policy.parameters()),
     }
 
 
-def train(cfg: TrainConfig, env: Any = None, *, resume_from: str | os.PathLike | None = None,
-          progress: bool = True, on_update: Callable[[int, dict[str, float]], None] | None = None
-          ) -> TrainResult:
+def train(cfg: TrainConfig, env: VecEnv | None = None, *,
+          resume_from: str | os.PathLike | None = None, progress: bool = True,
+          on_update: OnUpdate | None = None) -> TrainResult:
     """Train `cfg` (or continue the run at `resume_from`) and return a TrainResult.
 
     Args:
@@ -369,152 +218,146 @@ def train(cfg: TrainConfig, env: Any = None, *, resume_from: str | os.PathLike |
     Raises:
         ConfigError: bad config or run dir. CheckpointError: bad checkpoint to resume from.
     """
-    from .rollout import RolloutCollector
-
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
-    cfg, env, own_env, payload, device = _start(cfg, env, resume_from, create_run_dir=True)
+    s = _setup(cfg, env, resume_from, create_run_dir=True)
+    cfg, payload = s.cfg, s.payload
     try:
         seed_everything(cfg.seed)
-        policy, learner = _build(cfg, env, device)
+        policy, learner = build_policy_and_learner(cfg, int(s.env.action_space.n), s.device)
         if payload is not None:
-            _restore(policy, learner, payload, device)
+            ckpt.restore(policy, learner, payload)
             ckpt.set_rng_state(payload["rng"])
-        run_dir = Path(cfg.run_dir)
-        ckpt.atomic_write_json(run_dir / "config.json", cfg.to_dict())
-        collector = RolloutCollector(env, learner.acting_policy, cfg.unroll, cfg.state_reset,
-                                     device)
-        global_step = int(payload["global_step"]) if payload else 0
-        update = int(payload.get("update", 0)) if payload else 0
-        elapsed_before = float(payload.get("elapsed_s", 0.0)) if payload else 0.0
-        return _loop(cfg, env, policy, learner, collector, run_dir, global_step, update,
-                     elapsed_before, t_start, progress, on_update)
+        ckpt.atomic_write_json(Path(cfg.run_dir) / CONFIG_FILE, cfg.to_dict())
+        collector = RolloutCollector(s.env, learner.acting_policy, cfg.unroll, cfg.state_reset,
+                                     s.device)
+        trainer = Trainer(cfg, policy, learner, collector, num_actions=int(s.env.action_space.n),
+                          global_step=int(payload["global_step"]) if payload else 0,
+                          update=int(payload.get("update", 0)) if payload else 0,
+                          elapsed_before=float(payload.get("elapsed_s", 0.0)) if payload else 0.0,
+                          t_start=t_start, progress=progress, on_update=on_update)
+        return trainer.run()
     finally:
-        if own_env:
-            env.close()
+        if s.own_env:
+            s.env.close()
 
 
-def _load_learner(learner: Any, payload: dict[str, Any], device: torch.device) -> None:
-    state = payload.get("learner")
-    if state is None:
-        raise ckpt.CheckpointError(f"checkpoint {payload['path']!r} has no learner state "
-                                   f"(wrong format)")
-    try:
-        learner.load_state_dict(state)
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise ckpt.CheckpointError(f"checkpoint {payload['path']!r}: learner state does not fit "
-                                   f"the {learner.algo} learner ({one_line(e)[:200]})"
-                                   ) from None
+# ---------------------------------------------------------------------- the loop
+class Trainer:
+    """collect -> update -> log -> checkpoint, until total_steps or a signal.
 
+    One call site each: `_collect` (the rollout), `learner.update`, `_log`, `_save`.
+    """
 
-def _checkpoint_payload(cfg: TrainConfig, policy: torch.nn.Module, learner: Any,
-                        global_step: int, update: int, elapsed_s: float, num_actions: int,
-                        episodes: int) -> dict[str, Any]:
-    return {
-        "config": cfg.to_dict(),
-        "model": policy.state_dict(),
-        "learner": _safe(learner.state_dict()),
-        "global_step": int(global_step),
-        "update": int(update),
-        "rng": ckpt.rng_state(),
-        "wall_time": time.time(),
-        "elapsed_s": float(elapsed_s),
-        "num_actions": int(num_actions),
-        "torch_version": str(torch.__version__),
-        "extra": {"episodes": int(episodes)},
-    }
+    def __init__(self, cfg: TrainConfig, policy: ActorCritic, learner: Learner,
+                 collector: RolloutCollector, *, num_actions: int, global_step: int = 0,
+                 update: int = 0, elapsed_before: float = 0.0, t_start: float | None = None,
+                 progress: bool = True, on_update: OnUpdate | None = None) -> None:
+        from envs import score_mode
 
+        self.cfg, self.policy, self.learner, self.collector = cfg, policy, learner, collector
+        self.num_actions = int(num_actions)
+        self.run_dir = Path(cfg.run_dir)
+        self.global_step, self.update = int(global_step), int(update)
+        self.elapsed_before = float(elapsed_before)
+        self.t_start = time.perf_counter() if t_start is None else t_start
+        self.progress, self.on_update = progress, on_update
+        self.stats = EpisodeStats(cfg.games, score_mode(cfg.distribution_mode), cfg.task_kwargs)
 
-def _loop(cfg: TrainConfig, env: Any, policy: torch.nn.Module, learner: Any, collector: Any,
-          run_dir: Path, global_step: int, update: int, elapsed_before: float, t_start: float,
-          progress: bool, on_update: Callable[[int, dict[str, float]], None] | None
-          ) -> TrainResult:
-    """collect -> update -> log -> checkpoint, until total_steps or a signal."""
-    from envs import score_mode
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        writer = ScalarWriter(self.run_dir / TB_DIR,
+                              purge_step=self.global_step if self.global_step else None)
+        bar = Progress(cfg.total_steps, self.global_step, enabled=self.progress)
+        if self.global_step == 0:
+            writer.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
+        step0, t_loop = self.global_step, time.perf_counter()
+        last_ckpt_step, last_ckpt_time = self.global_step, time.monotonic()
+        next_ckpt_step = _next_multiple(self.global_step, cfg.checkpoint_every_steps)
+        self._window: dict[str, list[float]] = {}
+        self._t_window, self._steps_window = time.perf_counter(), 0
+        last_path: Path | None = None
+        interrupted = None
+        try:
+            with stop_on_signals() as stop:
+                while self.global_step < cfg.total_steps and stop["signal"] is None:
+                    metrics = self._collect_and_update()
+                    self._log(metrics, writer)
+                    bar.update(self.global_step, self.stats.recent_mean_return(),
+                               self.stats.recent_mean_score())
+                    if self.on_update is not None:
+                        self.on_update(self.global_step, metrics)
+                    due_steps = (cfg.checkpoint_every_steps
+                                 and self.global_step >= next_ckpt_step)
+                    due_time = (cfg.checkpoint_every_minutes
+                                and time.monotonic() - last_ckpt_time
+                                >= 60.0 * cfg.checkpoint_every_minutes)
+                    if (due_steps or due_time) and self.global_step < cfg.total_steps:
+                        last_path = self._save()
+                        last_ckpt_step, last_ckpt_time = self.global_step, time.monotonic()
+                        next_ckpt_step = _next_multiple(self.global_step,
+                                                        cfg.checkpoint_every_steps)
+                interrupted = stop["signal"]
+                if interrupted is not None:
+                    bar.write(f"received {interrupted}: saving a checkpoint at step "
+                              f"{self.global_step}")
+                if last_ckpt_step != self.global_step or last_path is None:
+                    last_path = self._save()
+        finally:
+            writer.flush()
+            writer.close()
+            bar.update(self.global_step, self.stats.recent_mean_return(),
+                       self.stats.recent_mean_score(), force_line=True)
+            bar.close()
+        elapsed = time.perf_counter() - self.t_start
+        loop_s = time.perf_counter() - t_loop
+        return TrainResult(
+            run_dir=self.run_dir, global_step=self.global_step, updates=self.update,
+            checkpoint=last_path, interrupted=interrupted, episodes=self.stats.total_episodes,
+            recent_return=self.stats.recent_mean_return(),
+            recent_score=self.stats.recent_mean_score(), elapsed_s=elapsed,
+            sps=(self.global_step - step0) / loop_s if loop_s > 0 else 0.0,
+        )
 
-    stats = EpisodeStats(cfg.games, score_mode(cfg.distribution_mode), cfg.task_kwargs)
-    writer = ScalarWriter(run_dir / "tb", purge_step=global_step if global_step else None)
-    bar = Progress(cfg.total_steps, global_step, enabled=progress)
-    if global_step == 0:
-        writer.text("config", "```\n" + _json(cfg.to_dict()) + "\n```")
-    step0, t_loop = global_step, time.perf_counter()
-    last_ckpt_step, last_ckpt_time = global_step, time.monotonic()
-    next_ckpt_step = _next_multiple(global_step, cfg.checkpoint_every_steps)
-    window: dict[str, list[float]] = {}
-    t_window, steps_window = time.perf_counter(), 0
-    last_path: Path | None = None
-    num_actions = int(env.action_space.n)
+    def _collect_and_update(self) -> dict[str, float]:
+        """One segment and one update; counts steps and episodes; returns the metrics."""
+        t0 = time.perf_counter()
+        rollout = self.collector.collect()
+        t1 = time.perf_counter()
+        metrics = dict(self.learner.update(rollout))
+        t2 = time.perf_counter()
+        self.global_step += int(rollout.env_steps)
+        self.update += 1
+        self._steps_window += int(rollout.env_steps)
+        self.stats.add(rollout.episodes)
+        metrics["charts/time_collect_s"] = t1 - t0
+        metrics["charts/time_update_s"] = t2 - t1
+        return metrics
 
-    def save() -> Path:
-        elapsed = elapsed_before + time.perf_counter() - t_start
-        payload = _checkpoint_payload(cfg, policy, learner, global_step, update, elapsed,
-                                      num_actions, stats.total_episodes)
-        return ckpt.save_checkpoint(run_dir, payload, keep=cfg.keep_checkpoints)
+    def _log(self, metrics: dict[str, float], writer: ScalarWriter) -> None:
+        """Average the metrics over the updates since the last write; write every log_every
+        updates and after the last one."""
+        for k, v in metrics.items():
+            self._window.setdefault(k, []).append(float(v))
+        if self.update % self.cfg.log_every == 0 or self.global_step >= self.cfg.total_steps:
+            dt = time.perf_counter() - self._t_window
+            scalars = {k: sum(v) / len(v) for k, v in self._window.items()}
+            scalars["charts/sps"] = self._steps_window / dt if dt > 0 else 0.0
+            scalars["charts/updates"] = float(self.update)
+            scalars.update(self.stats.pop_scalars())
+            writer.scalars(scalars, self.global_step)
+            self._window, self._t_window, self._steps_window = {}, time.perf_counter(), 0
 
-    interrupted = None
-    try:
-        with _stop_on_signals() as stop:
-            while global_step < cfg.total_steps and stop["signal"] is None:
-                t0 = time.perf_counter()
-                rollout = collector.collect()
-                t1 = time.perf_counter()
-                metrics = dict(learner.update(rollout))
-                t2 = time.perf_counter()
-                global_step += int(rollout.env_steps)
-                update += 1
-                steps_window += int(rollout.env_steps)
-                stats.add(rollout.episodes)
-                metrics["charts/time_collect_s"] = t1 - t0
-                metrics["charts/time_update_s"] = t2 - t1
-                for k, v in metrics.items():
-                    window.setdefault(k, []).append(float(v))
-                if update % cfg.log_every == 0 or global_step >= cfg.total_steps:
-                    dt = time.perf_counter() - t_window
-                    scalars = {k: sum(v) / len(v) for k, v in window.items()}
-                    scalars["charts/sps"] = steps_window / dt if dt > 0 else 0.0
-                    scalars["charts/updates"] = float(update)
-                    scalars.update(stats.pop_scalars())
-                    writer.scalars(scalars, global_step)
-                    window, t_window, steps_window = {}, time.perf_counter(), 0
-                bar.update(global_step, stats.recent_mean_return(), stats.recent_mean_score())
-                if on_update is not None:
-                    on_update(global_step, metrics)
-                due_steps = cfg.checkpoint_every_steps and global_step >= next_ckpt_step
-                due_time = (cfg.checkpoint_every_minutes
-                            and time.monotonic() - last_ckpt_time
-                            >= 60.0 * cfg.checkpoint_every_minutes)
-                if (due_steps or due_time) and global_step < cfg.total_steps:
-                    last_path = save()
-                    last_ckpt_step, last_ckpt_time = global_step, time.monotonic()
-                    next_ckpt_step = _next_multiple(global_step, cfg.checkpoint_every_steps)
-            interrupted = stop["signal"]
-            if interrupted is not None:
-                bar.write(f"received {interrupted}: saving a checkpoint at step {global_step}")
-            if last_ckpt_step != global_step or last_path is None:
-                last_path = save()
-    finally:
-        writer.flush()
-        writer.close()
-        bar.update(global_step, stats.recent_mean_return(), stats.recent_mean_score(),
-                   force_line=True)
-        bar.close()
-    elapsed = time.perf_counter() - t_start
-    loop_s = time.perf_counter() - t_loop
-    return TrainResult(
-        run_dir=run_dir, global_step=global_step, updates=update, checkpoint=last_path,
-        interrupted=interrupted, episodes=stats.total_episodes,
-        recent_return=stats.recent_mean_return(), recent_score=stats.recent_mean_score(),
-        elapsed_s=elapsed, sps=(global_step - step0) / loop_s if loop_s > 0 else 0.0,
-    )
+    def _save(self) -> Path:
+        elapsed = self.elapsed_before + time.perf_counter() - self.t_start
+        payload = ckpt.build_payload(self.cfg, self.policy, self.learner,
+                                     global_step=self.global_step, update=self.update,
+                                     elapsed_s=elapsed, num_actions=self.num_actions,
+                                     episodes=self.stats.total_episodes)
+        return ckpt.save_checkpoint(self.run_dir, payload, keep=self.cfg.keep_checkpoints)
 
 
 def _next_multiple(step: int, every: int) -> int:
     if not every:
         return math.inf  # type: ignore[return-value]
     return (step // every + 1) * every
-
-
-def _json(d: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(d, indent=2)

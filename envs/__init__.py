@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from envs.adapter import GameNamingVecEnv, as_training_env
 from envs.base import GameVecEnv
 from envs.games import (
     ALIASES,
@@ -36,12 +37,14 @@ __all__ = [
     "ALIASES",
     "DISTRIBUTION_MODES",
     "GAMES",
+    "GameNamingVecEnv",
     "SCORE_MODES",
     "SCORE_RANGES",
     "SPLITS",
     "SYNTHETIC_TASKS",
     "GameVecEnv",
     "ProcgenVecEnv",
+    "as_training_env",
     "make_env",
     "make_procgen_env",
     "make_synthetic_env",

@@ -14,7 +14,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents import checkpoint as ckpt
 from agents.config import ConfigError, TrainConfig
-from agents.trainer import as_training_env, dry_run, train
+from agents.trainer import dry_run, train
+from envs.adapter import as_training_env
 from policies import ModelConfig
 
 

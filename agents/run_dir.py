@@ -1,0 +1,55 @@
+"""The run dir: where a run's config.json, checkpoints/ and tb/ live, and the checks that a
+new run may use a given directory (new or empty, and writable) without touching anything."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+CONFIG_FILE = "config.json"
+TB_DIR = "tb"
+
+
+def check_new_run_dir(run_dir: str | os.PathLike) -> Path:
+    """ConfigError unless run_dir is new (or empty) and can be created; changes nothing."""
+    path = Path(run_dir)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"run dir {str(path)!r} exists and is not a directory; "
+                              f"pick another --run-dir")
+        if any(path.iterdir()):
+            raise ConfigError(f"run dir {str(path)!r} exists and is not empty; use --resume "
+                              f"{path} to continue it, or pick another --run-dir")
+        parent = path
+    else:
+        parent = path.absolute().parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ConfigError(f"run dir {str(path)!r} cannot be created: {str(parent)!r} is not "
+                              f"a directory")
+    try:  # a real probe (os.access is always True for root): make and remove a temp dir
+        os.rmdir(tempfile.mkdtemp(prefix=".probe_", dir=parent))
+    except OSError as e:
+        raise ConfigError(f"run dir {str(path)!r} is not writable ({e.strerror or e} in "
+                          f"{str(parent)!r})") from None
+    return path
+
+
+def prepare_new_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Create run_dir for a fresh run; ConfigError if it is not empty or not writable.
+
+    Nothing existing is modified when this raises.
+    """
+    path = check_new_run_dir(run_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run dir {str(path)!r} is not writable ({e.strerror or e})") from None
+    return path
