@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from envs.games import DISTRIBUTION_MODES, DistributionMode
 from policies.config import CORE_NAMES, ModelConfig
@@ -33,6 +33,9 @@ from .ppo import PPOConfig
 from .rollout import STATE_RESETS, StateReset
 from .runtime import DEVICES_HELP, valid_device
 from .vtrace import VTraceConfig
+
+StepCount = Annotated[int, "a count of env steps"]
+"""An int field that counts env steps; the command line also reads 25M, 1e6, 1.5k, 300_000_000."""
 
 DEFAULT_NUM_ENVS = {"ppo": 64, "vtrace": 32}
 DEFAULT_UNROLL = {"ppo": 256, "vtrace": 50}
@@ -88,7 +91,7 @@ class TrainConfig:
     """State lifetime: `never` carries the core state across episodes, `episode` resets it at
     every episode start, `span` also resets it at the start of every unroll segment."""
 
-    total_steps: int = 25_000_000
+    total_steps: StepCount = 25_000_000
     """Environment steps to train for (all envs together); the run stops at the first update
     that reaches it, so the final count is a multiple of num_envs * unroll."""
 
@@ -106,7 +109,7 @@ class TrainConfig:
     """Torch device: auto (CUDA when present, else CPU) | cpu | cuda | cuda:N."""
 
     run_dir: str | None = None
-    """Where config.json, checkpoints/ and tb/ go. None: the CLI picks
+    """Where config.json, checkpoints/ and tb/ go; must be new or empty. None: the CLI picks
     runs/<timestamp>_<games>_<core>_<algo>."""
 
     distribution_mode: DistributionMode = "easy"
@@ -119,7 +122,8 @@ class TrainConfig:
     """First level seed of the training levels."""
 
     task_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Parameters of a synthetic task (e.g. {"delay": 8}); passed to envs.make_env."""
+    """Parameters of a synthetic task, passed to envs.make_env (command line: delay=8
+    num_cues=2, or a JSON object)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     """The network (encoder, core, heads); see policies.config.ModelConfig."""
@@ -130,7 +134,7 @@ class TrainConfig:
     vtrace: VTraceConfig = field(default_factory=VTraceConfig)
     """V-trace / IMPALA hyper-parameters (used when algo == vtrace)."""
 
-    checkpoint_every_steps: int = 5_000_000
+    checkpoint_every_steps: StepCount = 5_000_000
     """Save a checkpoint every this many env steps (0 disables step-based checkpoints)."""
 
     checkpoint_every_minutes: float = 30.0
@@ -143,7 +147,8 @@ class TrainConfig:
     """Write TensorBoard scalars every this many updates."""
 
     preset: str | None = None
-    """Name of the preset this config started from (informational once resolved)."""
+    """Start from this named preset (agents.config.PRESETS; options given with it override
+    it). Kept in the saved config as a record of where the run started."""
 
     # ------------------------------------------------------------------ derived values
     @property

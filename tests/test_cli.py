@@ -12,6 +12,7 @@ import pytest
 
 import train_rl
 from agents import checkpoint as ckpt
+from agents import cli as train_cli
 from agents.config import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,7 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
 def test_every_preset_is_accepted(tmp_path, capsys, preset):
     code, err = run_main(capsys, "--preset", preset, "--dry-run", "--run-dir", tmp_path / "r")
     assert code == 0, err
-    cfg = train_rl.config_from_args(train_rl.build_parser().parse_args(
-        ["--preset", preset, "--total-steps", "1000"])).resolved()
+    cfg = train_cli.config_from_args(["--preset", preset, "--total-steps", "1000"]).resolved()
     assert cfg.total_steps == 1000  # a flag given with a preset overrides it
     assert cfg.preset == preset and cfg.model.core == "srwm"
     for key, value in PRESETS[preset].items():
@@ -206,7 +206,7 @@ def test_help_documents_every_option(capsys):
         train_rl.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for action in train_rl.build_parser()._actions:
+    for action in train_cli.train_parser()._actions:
         if action.option_strings and action.dest != "help":
             assert action.help, action.option_strings
     for flag in ("--games", "--core", "--algo", "--state-reset", "--total-steps", "--num-envs",
@@ -217,10 +217,10 @@ def test_help_documents_every_option(capsys):
 
 
 def test_step_counts_parse():
-    assert train_rl.parse_steps("25M") == 25_000_000
-    assert train_rl.parse_steps("1e6") == 1_000_000
-    assert train_rl.parse_steps("300_000_000") == 300_000_000
-    assert train_rl.parse_steps("1.5k") == 1500
+    assert train_cli.parse_steps("25M") == 25_000_000
+    assert train_cli.parse_steps("1e6") == 1_000_000
+    assert train_cli.parse_steps("300_000_000") == 300_000_000
+    assert train_cli.parse_steps("1.5k") == 1500
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
@@ -247,3 +247,36 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     again = cli("--resume", run, "--total-steps", str(agent.global_step), "--no-progress")
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert ckpt.list_checkpoints(run) == [agent.path]
+
+
+def test_help_lists_every_config_field_with_its_docstring(capsys):
+    """The command line is generated from the config dataclasses: every field (nested ones
+    too) has a flag in --help, and its help is the field's docstring."""
+    with pytest.raises(SystemExit):
+        train_rl.main(["--help"])
+    text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    flags = train_cli.config_flags()
+    assert {"total_steps", "model.core", "ppo.clip", "vtrace.rho_bar", "task_kwargs"} <= set(flags)
+    for path, names in flags.items():
+        for name in names:
+            assert name in text, (path, name)
+    from agents.vtrace import VTraceConfig
+
+    assert train_cli.field_docs(VTraceConfig)["rho_bar"] in text
+
+
+def test_every_field_is_reachable_and_only_given_flags_apply():
+    cfg = train_cli.config_from_args([
+        "--preset", "memory", "--ppo.clip", "0.1", "--vtrace.rho-bar", "2", "--batch-size", "8",
+        "--vtrace.no-anneal-lr", "--task-kwargs", "delay=8", "num_cues=3", "--cnn-channels",
+        "4,8,8", "--detach-every-step", "--checkpoint-every-steps", "1.5M", "--lr", "1e-3"])
+    assert (cfg.ppo.clip, cfg.vtrace.rho_bar, cfg.vtrace.batch_size) == (0.1, 2.0, 8)
+    assert cfg.vtrace.anneal_lr is False and cfg.vtrace.lr == 1e-3  # memory's algo: vtrace
+    assert cfg.task_kwargs == {"delay": 8, "num_cues": 3}
+    assert cfg.model.cnn_channels == (4, 8, 8) and cfg.model.srwm_detach_every_step
+    assert cfg.checkpoint_every_steps == 1_500_000
+    assert cfg.distribution_mode == "memory" and cfg.num_levels == 500  # from the preset
+    assert train_cli.config_from_args(["--task-kwargs", '{"delay": 4}']).task_kwargs == {
+        "delay": 4}
+    assert train_cli.config_from_args(["--hidden-size", "32", "--num-heads", "2"]
+                                      ).model.head_size == 16
