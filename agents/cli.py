@@ -173,18 +173,20 @@ def config_flags() -> dict[str, tuple[str, ...]]:
 
 
 def _config_rule(info: StructTypeInfo) -> StructConstructorSpec | None:
-    """tyro rule for the config dataclasses: flat names, aliases, value syntax, and an
+    """tyro rule for this project's dataclasses (configs and command lines): help from
+    `field_docs`; for the config dataclasses also flat names, aliases, value syntax, and an
     instantiate that returns the plain values (validation happens in TrainConfig)."""
     cls = info.type
-    if cls not in _NESTING:
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)
+            and cls.__module__.startswith(("agents.", "policies."))):
         return None
-    path = _NESTING[cls][0]
+    config = cls in _NESTING
+    path = _NESTING[cls][0] if config else ""
     hints = typing.get_type_hints(cls, include_extras=True)
     docs = field_docs(cls)
-    base = info.default if isinstance(info.default, cls) else cls()
     specs = []
     for f in dataclasses.fields(cls):
-        hint, default = hints[f.name], getattr(base, f.name)
+        hint, default = hints[f.name], _default(info.default, cls, f)
         arg: dict[str, Any] = {}
         if cls is TrainConfig and f.name == "model":
             arg["name"] = ""  # ModelConfig's fields without a prefix
@@ -192,15 +194,25 @@ def _config_rule(info: StructTypeInfo) -> StructConstructorSpec | None:
             arg["aliases"] = (FLAT_ALIASES[path + f.name],)
         if hint == StepCount:
             hint = Annotated[int, _STEPS]
-        elif typing.get_origin(hint) is tuple and typing.get_args(hint) == (int, ...):
-            hint = Annotated[hint, _INT_LIST]
         elif typing.get_origin(hint) is dict:
             hint = Annotated[hint, _KWARGS]
         if arg:
             hint = Annotated[hint, tyro.conf.arg(**arg)]
         specs.append(StructFieldSpec(name=f.name, type=hint, default=default,
                                      helptext=docs.get(f.name)))
-    return StructConstructorSpec(instantiate=lambda **values: values, fields=tuple(specs))
+    instantiate = (lambda **values: values) if config else cls
+    return StructConstructorSpec(instantiate=instantiate, fields=tuple(specs))
+
+
+def _default(parent: Any, cls: type, f: dataclasses.Field) -> Any:
+    """A field's default: from the parent's default instance, else the field's own."""
+    if isinstance(parent, cls):
+        return getattr(parent, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return tyro.MISSING
 
 
 def _registry() -> ConstructorRegistry:

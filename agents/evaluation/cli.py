@@ -4,106 +4,135 @@
     python eval_rl.py plot RUN_DIR [MORE ...] --out DIR              # learning curves
 
 The first word ``plot`` selects the plot mode; a run dir literally named ``plot`` is evaluated
-as ``./plot``. Errors a user can cause print one line on stderr and exit with code 2.
+as ``./plot``. Errors a user can cause print one line on stderr and exit with code 2. The
+options are the fields of `EvalOptions` / `PlotOptions` (their docstrings are the help; tyro
+builds the command line through agents.cli.parse, as for train_rl.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any
+
+import tyro
 
 from agents.errors import UsageError, run_main
+from agents.rollout import StateReset
+from envs.games import DistributionMode
 
 DEFAULT_EPISODES = 200
 DEFAULT_ENVS_PER_GAME = 8
-DEVICES = ("auto", "cpu", "cuda")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports errors in one line (no usage block) and exits 2."""
+def _arg(default_text: str, **kwargs: Any) -> Any:
+    """tyro field settings with the default described in words."""
+    return tyro.conf.arg(help_behavior_hint=default_text, **kwargs)
 
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see --help)")
+
+@dataclass
+class EvalOptions:
+    """Evaluate trained agents on ProcGen level splits: per-game returns, normalized scores with
+    bootstrap 95% CIs, comparison tables, plots, video. Use `eval_rl.py plot RUN ...` for
+    learning curves from TensorBoard logs."""
+
+    agents: Annotated[list[str], tyro.conf.Positional, _arg(
+        "(required)", metavar="RUN_DIR_OR_CHECKPOINT")]
+    """Run dirs (their latest checkpoint) or checkpoint files."""
+    split: Annotated[list[str], tyro.conf.UseAppendAction, _arg(
+        "(default: test1)", metavar="NAME")] = field(default_factory=list)
+    """Level split(s): train, test1, test2, test3, all; repeat the option or give a comma
+    list."""
+    start_level: Annotated[int | None, _arg("(default: 0)")] = None
+    """First level of a custom level range (instead of --split)."""
+    num_levels: Annotated[int | None, _arg("(default: 200)")] = None
+    """Number of levels of a custom range, 0 = all levels."""
+    games: Annotated[str | None, _arg("(default: the games the agent trained on)")] = None
+    """Games to evaluate: names, comma list, alias (paper6, memory4, all) or a synthetic
+    task."""
+    episodes: int = DEFAULT_EPISODES
+    """Episodes per game (200, as published)."""
+    sample: tyro.conf.FlagCreatePairsOff[bool] = False
+    """Sample actions from the policy (default: greedy argmax)."""
+    state_reset: Annotated[StateReset | None, _arg("(default: as trained)")] = None
+    """State lifetime: never | episode | span (span resets every `unroll` steps of the trained
+    config)."""
+    distribution_mode: Annotated[DistributionMode | None, _arg("(default: as trained)")] = None
+    """ProcGen distribution mode."""
+    seed: int = 0
+    """Seeds the levels, the action sampling and the bootstrap."""
+    num_envs: Annotated[int | None, _arg("(default: 8 per game, at most --episodes per game)")
+                        ] = None
+    """Parallel envs in total, a multiple of the number of games."""
+    device: str = "auto"
+    """Torch device: auto | cpu | cuda | cuda:N."""
+    threads: Annotated[int | None, _arg("(default: torch's choice)")] = None
+    """Torch CPU threads."""
+    out: Annotated[str | None, _arg("(default: runs/eval/<UTC time>, which git ignores)")
+                   ] = None
+    """Output directory for results.json/.csv, tables and plots."""
+    bootstrap_resamples: int = 9999
+    """Bootstrap resamples for the 95% CIs."""
+    metrics_every: int = 1
+    """Log the core's state metrics every k steps (0 = never)."""
+    video: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """Write a video of the agent playing (.mp4, .mkv, .mov or .gif); with several agents, PATH
+    gets a _<agent> suffix per agent."""
+    video_steps: int = 300
+    """Steps (= frames) to record at most."""
+    video_envs: Annotated[int | None, _arg("(default: one per game, at least 4, at most 16)")
+                          ] = None
+    """Envs tiled in the video."""
+    video_scale: int = 4
+    """Nearest-neighbour upscaling of the 64x64 frames."""
+    video_fps: int = 15
+    """Frames per second."""
+
+
+@dataclass
+class PlotOptions:
+    """Learning curves from runs' TensorBoard logs (RUN_DIR/tb) to PNG: episodic return per
+    game and the normalized score aggregate, against env steps."""
+
+    runs: Annotated[list[str], tyro.conf.Positional, _arg("(required)", metavar="RUN_DIR")]
+    """Run dirs (or their tb/ dirs)."""
+    out: Annotated[str | None, _arg("(default: runs/eval/<UTC time>_curves)")] = None
+    """Output directory."""
+    smoothing: float = 0.6
+    """TensorBoard-style EMA weight in [0, 1) (0 = raw)."""
+
+
+def parse_eval_args(argv: list[str]) -> EvalOptions:
+    from agents.cli import parse
+
+    args = parse(EvalOptions, argv, prog="eval_rl.py", description=_doc(EvalOptions))
+    if not args.agents:
+        raise UsageError("give at least one RUN_DIR_OR_CHECKPOINT (see --help)")
+    return args
+
+
+def parse_plot_args(argv: list[str]) -> PlotOptions:
+    from agents.cli import parse
+
+    args = parse(PlotOptions, argv, prog="eval_rl.py plot",
+                 description=_doc(PlotOptions))
+    if not args.runs:
+        raise UsageError("give at least one RUN_DIR (see --help)")
+    return args
+
+
+def _doc(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").split())
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
     if values is None:
         return None
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
-
-
-def build_eval_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="eval_rl.py",
-        description="Evaluate trained agents on ProcGen level splits: per-game returns, "
-        "normalized scores with bootstrap 95% CIs, comparison tables, plots, video. "
-        "Use `eval_rl.py plot RUN ...` for learning curves from TensorBoard logs.",
-    )
-    p.add_argument("agents", nargs="+", metavar="RUN_DIR_OR_CHECKPOINT",
-                   help="run dirs (their latest checkpoint) or checkpoint files")
-    p.add_argument("--split", action="append", metavar="NAME",
-                   help="level split(s): train, test1, test2, test3, all; repeat the option or "
-                   "give a comma list (default: test1)")
-    p.add_argument("--start-level", type=int, default=None,
-                   help="first level of a custom level range (instead of --split; default 0)")
-    p.add_argument("--num-levels", type=int, default=None,
-                   help="number of levels of a custom range, 0 = all levels (default 200)")
-    p.add_argument("--games", default=None,
-                   help="games to evaluate: names, comma list, alias (paper6, memory4, all) or a "
-                   "synthetic task (default: the games the agent trained on)")
-    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES,
-                   help="episodes per game (default 200, as published)")
-    p.add_argument("--sample", action="store_true",
-                   help="sample actions from the policy (default: greedy argmax)")
-    p.add_argument("--state-reset", default=None, metavar="MODE",
-                   help="state lifetime: never | episode | span (span resets every `unroll` "
-                   "steps of the trained config; default: as trained)")
-    p.add_argument("--distribution-mode", default=None,
-                   help="ProcGen distribution mode (default: as trained)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds the levels, the action sampling and the bootstrap (default 0)")
-    p.add_argument("--num-envs", type=int, default=None,
-                   help="parallel envs in total, a multiple of the number of games "
-                   f"(default: {DEFAULT_ENVS_PER_GAME} per game, at most --episodes per game)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's default; 1 is often fastest for "
-                   "small models or a busy machine)")
-    p.add_argument("--out", default=None,
-                   help="output directory for results.json/.csv, tables and plots "
-                   "(default runs/eval/<UTC time>, which git ignores)")
-    p.add_argument("--bootstrap-resamples", type=int, default=9999,
-                   help="bootstrap resamples for the 95%% CIs (default 9999)")
-    p.add_argument("--metrics-every", type=int, default=1,
-                   help="log the core's state metrics every k steps (default 1; 0 = never)")
-    p.add_argument("--video", default=None, metavar="PATH",
-                   help="write a video of the agent playing (.mp4, .mkv, .mov or .gif); with "
-                   "several agents, PATH gets a _<agent> suffix per agent")
-    p.add_argument("--video-steps", type=int, default=300,
-                   help="steps (= frames) to record at most (default 300)")
-    p.add_argument("--video-envs", type=int, default=None,
-                   help="envs tiled in the video (default: one per game, at least 4, at most 16)")
-    p.add_argument("--video-scale", type=int, default=4,
-                   help="nearest-neighbour upscaling of the 64x64 frames (default 4)")
-    p.add_argument("--video-fps", type=int, default=15, help="frames per second (default 15)")
-    return p
-
-
-def build_plot_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="eval_rl.py plot",
-                description="Learning curves from runs' TensorBoard logs (RUN_DIR/tb) to PNG: "
-                "episodic return per game and the normalized score aggregate, against env steps.")
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default=None,
-                   help="output directory (default runs/eval/<UTC time>_curves)")
-    p.add_argument("--smoothing", type=float, default=0.6,
-                   help="TensorBoard-style EMA weight in [0, 1) (default 0.6; 0 = raw)")
-    return p
 
 
 # ---------------------------------------------------------------------- helpers
@@ -140,21 +169,6 @@ def resolve_splits(args) -> list[tuple[str, int, int]]:
     return out
 
 
-def pick_device(spec: str):
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or re.fullmatch(r"cuda:\d+", spec):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec!r} requested but CUDA is not available here; "
-                             "valid: auto, cpu")
-        return torch.device(spec)
-    raise UsageError(f"unknown --device {spec!r}; valid: auto, cpu, cuda, cuda:N")
-
-
 def agent_names(paths: list[str]) -> list[str]:
     """Short unique names: a run dir's name; for a checkpoint file inside RUN/checkpoints,
     RUN@<step>; else the file stem. Duplicates get -2, -3, ..."""
@@ -189,7 +203,7 @@ def _video_path(path: str, agent: str, several: bool) -> Path:
 
 # ---------------------------------------------------------------------- eval mode
 def run_eval(argv: list[str]) -> int:
-    args = build_eval_parser().parse_args(argv)
+    args = parse_eval_args(argv)
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
     if args.num_envs is not None and args.num_envs < 1:
@@ -210,30 +224,22 @@ def run_eval(argv: list[str]) -> int:
                                  f"got {getattr(args, name)}")
         if args.video_envs is not None and args.video_envs < 1:
             raise UsageError(f"--video-envs must be >= 1, got {args.video_envs}")
-    from agents.rollout import STATE_RESETS
-
-    if args.state_reset is not None and args.state_reset not in STATE_RESETS:
-        raise UsageError(f"unknown --state-reset {args.state_reset!r}; valid: "
-                         f"{', '.join(STATE_RESETS)}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     splits = resolve_splits(args)
-    device = pick_device(args.device)
+    from agents.runtime import resolve_device
+
+    device = resolve_device(args.device)
     if args.threads is not None:
         import torch
 
         torch.set_num_threads(args.threads)
 
-    from agents.checkpoint import CheckpointError, load_agent
+    from agents.checkpoint import load_agent
     from envs import SCORE_MODES, SYNTHETIC_TASKS, resolve_games, score_mode
 
     names = agent_names(args.agents)
-    loaded = []
-    for path in args.agents:
-        try:
-            loaded.append(load_agent(path, device=device))
-        except CheckpointError as e:
-            raise UsageError(str(e)) from None
+    loaded = [load_agent(path, device=device) for path in args.agents]
     if args.games is not None:
         try:
             games_override = resolve_games(args.games)
@@ -405,8 +411,8 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
 
 
 def _env_num_actions(games: list[str]) -> int:
-    """Actions of the env for these games: 15 for ProcGen (SPEC section 6); a synthetic task
-    is asked (a one-env instance is cheap)."""
+    """Actions of the env for these games: 15 for ProcGen (docs/SPEC.md, section 6); a
+    synthetic task is asked (a one-env instance is cheap)."""
     from envs import SYNTHETIC_TASKS, make_env
 
     if games[0] not in SYNTHETIC_TASKS:
@@ -446,16 +452,13 @@ def _progress(total: int, desc: str):
 
 # ---------------------------------------------------------------------- plot mode
 def run_plot(argv: list[str]) -> int:
-    args = build_plot_parser().parse_args(argv)
+    args = parse_plot_args(argv)
     if not 0.0 <= args.smoothing < 1.0:
         raise UsageError(f"--smoothing must be in [0, 1), got {args.smoothing}")
-    from .curves import CurvesError, plot_learning_curves
+    from .curves import plot_learning_curves
 
-    try:
-        written = plot_learning_curves(args.runs, args.out or _default_out("_curves"),
-                                       args.smoothing)
-    except CurvesError as e:
-        raise UsageError(str(e)) from None
+    written = plot_learning_curves(args.runs, args.out or _default_out("_curves"),
+                                   args.smoothing)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
