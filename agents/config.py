@@ -6,7 +6,7 @@ The config saved in a run dir (`config.json`) and inside every checkpoint is alw
 
 Algorithm-dependent defaults (used when the field is left at None):
 
-- `unroll`: PPO 256, V-trace 50 (SPEC section 4).
+- `unroll`: PPO 256, V-trace 50 (docs/SPEC.md, section 4).
 - `num_envs`: PPO 64, V-trace 32 (the paper's batch of 32 sequences; one V-trace update
   takes the [unroll, num_envs] segment in optimizer steps of `vtrace.batch_size` = 32 whole
   sequences). The default is rounded UP to the nearest multiple of the number of games
@@ -42,8 +42,8 @@ DEFAULT_UNROLL = {"ppo": 256, "vtrace": 50}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's multi-task experiment (SPEC section 4): 6 games, easy, 200 levels, IMPALA /
-    # V-trace, 300M steps in total.
+    # The paper's multi-task experiment (docs/SPEC.md, section 4): 6 games, easy, 200 levels,
+    # IMPALA / V-trace, 300M steps in total.
     "paper-multitask": {
         "games": "paper6", "algo": "vtrace", "model.core": "srwm",
         "total_steps": 300_000_000, "distribution_mode": "easy", "num_levels": 200,
@@ -60,13 +60,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "total_steps": 50_000_000, "distribution_mode": "easy", "num_levels": 200,
         "start_level": 0,
     },
-    # Reset-every-span ablation (SPEC section 3): the multi-task run with state_reset=span.
+    # Reset-every-span ablation (docs/SPEC.md, section 3): the multi-task run, state_reset=span.
     "ablation-span": {
         "games": "paper6", "algo": "vtrace", "model.core": "srwm", "state_reset": "span",
         "total_steps": 300_000_000, "distribution_mode": "easy", "num_levels": 200,
         "start_level": 0,
     },
-    # Memory mode: memory4, distribution "memory", 500 levels. SPEC gives no step budget for
+    # Memory mode: memory4, distribution "memory", 500 levels. The paper gives no step budget for
     # it; we use the multi-task budget (300M) -- our choice, override with --total-steps.
     "memory": {
         "games": "memory4", "algo": "vtrace", "model.core": "srwm",

@@ -1,6 +1,6 @@
 """Training-time metrics: episode statistics per game, TensorBoard scalars, progress display.
 
-Metric names follow DESIGN convention 6: `charts/` (episodic_return, normalized_score,
+Metric names follow docs/DESIGN.md, convention 6: `charts/` (episodic_return, normalized_score,
 episode_length, sps), `losses/` (the learner's, already namespaced), `core/`.
 """
 

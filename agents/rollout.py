@@ -1,8 +1,8 @@
 """Rollout collection: step a vectorised env with the policy and keep time-major tensors.
 
-State lifetime (SPEC section 3, DESIGN convention 2) is decided here and only here, by how the
-`episode_start` mask is filled; the core applies the mask, so acting (T = 1 per call) and
-learning (one call over the stored segment) run the same code:
+State lifetime (docs/SPEC.md, section 3; docs/DESIGN.md, convention 2) is decided here and only
+here, by how the `episode_start` mask is filled; the core applies the mask, so acting (T = 1
+per call) and learning (one call over the stored segment) run the same code:
 
 - ``never``: the mask is always False; the core state is carried across episodes (and across
   segments, detached). The very first observation after `reset()` starts from zeros anyway.

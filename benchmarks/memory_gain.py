@@ -55,7 +55,7 @@ def main() -> int:
     torch.set_num_threads(1)
     print("| core | options | memory gain |\n|---|---|---|")
     for core_name, options in CASES:
-        opts = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults (SPEC)"
+        opts = ", ".join(f"{k}={v}" for k, v in options.items()) or "defaults (docs/SPEC.md init)"
         print(f"| {core_name} | {opts} | {memory_gain(core_name, options):.4f} |")
     return 0
 

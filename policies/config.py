@@ -53,19 +53,19 @@ class ModelConfig:
 
     srwm_pre_ln: bool = False
     """LayerNorm on the residual stream before the SRWM heads: x_t = softmax(LN(h_t)[head]).
-    Departs from SPEC section 1 (off by default); see policies/srwm/README.md."""
+    Departs from docs/SPEC.md, section 1 (off by default); see policies/srwm/README.md."""
 
     srwm_qk_init_scale: float = 1.0
-    """Init std of the q and k row blocks of W0 is this times 1/sqrt(d) (SPEC: 1). Larger
+    """Init std of the q and k row blocks of W0 is this times 1/sqrt(d) (docs/SPEC.md: 1). Larger
     values make the queries and keys distinct at init (see policies/srwm/README.md)."""
 
     srwm_beta_init: float = 0.0
-    """Init mean of the 4 learning-rate rows of W0 (SPEC: 0): an offset on the rates' logits,
-    sigmoid(beta_init) at init. The published code uses -1 or 0."""
+    """Init mean of the 4 learning-rate rows of W0 (docs/SPEC.md: 0): an offset on the rates'
+    logits, sigmoid(beta_init) at init. The published code uses -1 or 0."""
 
     srwm_input_scale: float = 1.0
     """Fixed factor on the SRWM head input before its softmax (after the LayerNorm when
-    srwm_pre_ln): values > 1 make x_t = softmax(.) sharper (SPEC: 1)."""
+    srwm_pre_ln): values > 1 make x_t = softmax(.) sharper (docs/SPEC.md: 1)."""
 
     def __post_init__(self) -> None:
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)

@@ -122,7 +122,7 @@ class MemoryStack(Core):
 
 
 class SRWMCore(MemoryStack):
-    """Memory stack with SRWM sub-layers (SPEC section 1). State: per layer W - W0
+    """Memory stack with SRWM sub-layers (docs/SPEC.md, section 1). State: per layer W - W0
     [B, H, 3d+4, d]. Metric `srwm_l{i}_mod_norm`: Frobenius norm of W - W0 per head,
     averaged over batch and heads."""
 
@@ -143,7 +143,7 @@ class FakeSRCore(MemoryStack):
 
 
 class DeltaNetCore(MemoryStack):
-    """Memory stack with DeltaNet sub-layers (SPEC section 2). State: per layer the fast
+    """Memory stack with DeltaNet sub-layers (docs/SPEC.md, section 2). State: per layer the fast
     weight F [B, H, d, d]. Metric `deltanet_l{i}_fast_norm`: Frobenius norm of F per head,
     averaged over batch and heads."""
 

@@ -1,4 +1,4 @@
-"""IMPALA CNN encoder (SPEC section 2), one for all cores."""
+"""IMPALA CNN encoder (docs/SPEC.md, section 2), one for all cores."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Learning curves from runs' TensorBoard logs (RUN_DIR/tb) to PNG.
 
-Reads the scalars the trainer writes (DESIGN convention 6, agents/metrics.py):
+Reads the scalars the trainer writes (docs/DESIGN.md, convention 6; agents/metrics.py):
 ``charts/episodic_return/<game>`` per game and ``charts/normalized_score`` (the mean over games
 of each game's normalized mean return), against the env step. Curves of several runs share
 the axes, one colour per run.

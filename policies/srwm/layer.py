@@ -16,9 +16,9 @@ class SRWMLayer(nn.Module):
     (the op applies the softmax). With self_modify=False (the fake-sr layer) W stays W0 and
     only its y block exists: y_t = W0_y softmax(h_t[head]); the layer then has no state.
 
-    W0 init: every entry ~ Normal(mean 0, std 1/sqrt(d)) (SPEC section 1). Four options
+    W0 init: every entry ~ Normal(mean 0, std 1/sqrt(d)) (docs/SPEC.md, section 1). Four options
     depart from that on purpose, all OFF by default (see policies/srwm/README.md, "Options that
-    depart from SPEC"); none touches the op, so the naive and fused kernels both apply:
+    depart from docs/SPEC.md"); none touches the op, so the naive and fused kernels both apply:
       pre_ln:          LayerNorm on h before the heads: x_t = softmax(LN(h_t)[head]).
       qk_init_scale:   the q and k row blocks of W0 start with std qk_init_scale/sqrt(d).
       beta_init:       the rate rows of W0 start with mean beta_init; since x_t sums to 1,

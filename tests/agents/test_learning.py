@@ -99,13 +99,12 @@ def evaluate(policy, task, task_kwargs, *, state_reset="episode", steps=120, see
     return float(np.mean(returns)), len(returns)
 
 
-# Tiny SRWM agents sit on a plateau at chance for a while before the self-modification starts
-# to carry the cue, then learn within a few updates; a constant lr of 2e-3 gets them off it in
-# about 17k steps (seeds 1 and 2; seed 0 learned too but its greedy policy had collapsed again
-# at 30k). The LR is not annealed: annealed runs stayed on the plateau.
+# Tiny SRWM agents sit on a plateau at chance before the self-modification starts to carry the
+# cue; a constant lr of 2e-3 gets them off it within the budget, an annealed one did not
+# (measurements: benchmarks/RESULTS.md, "Learning tests").
 PPO_CUE = PPOConfig(lr=2e-3, num_minibatches=4)
 CUE_STEPS = 30_000
-CUE_STEPS_FAST = 15_000  # lstm learns in about 6k steps; ff gets the same budget as lstm
+CUE_STEPS_FAST = 15_000  # the lstm learns fast; ff gets the same budget as the lstm
 SEED = 1
 
 
@@ -142,8 +141,8 @@ def test_cue_recall_ff_ppo_stays_at_chance():
 
 
 # V-trace makes ONE optimizer step per batch of sequences (no epochs), so per env step it takes
-# far fewer steps than PPO; a constant lr of 2e-3 (not the paper's annealed 6e-4, which stayed
-# at chance for 40k steps here) lets the tiny lstm learn within 40k steps.
+# far fewer steps than PPO; a constant lr of 2e-3 (not the paper's annealed 6e-4) lets the tiny
+# lstm learn within the budget (benchmarks/RESULTS.md, "Learning tests").
 VTRACE_CUE = VTraceConfig(lr=2e-3, anneal_lr=False, batch_size=NUM_ENVS)
 VTRACE_STEPS = 40_000
 
@@ -173,14 +172,12 @@ PPO_BANDIT = PPOConfig(lr=2e-3, num_minibatches=4)
 BANDIT_EVAL_STEPS = 400  # 200 episodes per env, about 25 switches of the good arm per env
 BANDIT_CONTINUE_SEGMENTS = 25  # 300 steps per env: 150 episodes per env, 2400 in all
 
-# The SRWM as SPEC initialises it barely uses its memory at first: a different input 3 steps
-# back moves the tiny core's output by 1e-4 of what it moves it now (lstm 0.17, deltanet 0.04;
-# benchmarks/RESULTS.md, "SRWM learnability"). With the documented options below (LayerNorm
-# before the heads, q/k rows of W0 initialised 4x larger) that is 2e-3, and the tiny agent
-# can learn the bandit within 30k steps, but not for every seed: training return ~0.85 in 4 of
-# 5 seeds with a constant lr (torch 2.11), and with these settings (lr annealed, so that the
-# final weights are not caught mid-oscillation; torch 2.13 CPU) 0.87 / 0.51 / 0.48 for seeds
-# 1 / 2 / 3. SPEC's init: 0.49 (seed 1). SEED = 1 is a seed that learns.
+# The SRWM with the init of docs/SPEC.md barely uses its memory at first. The documented init
+# options below (LayerNorm before the heads, q/k rows of W0 initialised 4x larger; see
+# policies/srwm/README.md) open the memory path, and the tiny agent can then learn the bandit
+# within 30k steps, but not for every seed; the lr is annealed so that the final weights are
+# not caught mid-oscillation. SEED = 1 is a seed that learns. Measurements per seed and
+# option: benchmarks/RESULTS.md, "SRWM learnability".
 SRWM_BANDIT_MODEL = {"srwm_pre_ln": True, "srwm_qk_init_scale": 4.0}
 PPO_BANDIT_SRWM = PPOConfig(lr=2e-3, num_minibatches=4, anneal_lr=True)
 
@@ -197,11 +194,10 @@ def test_switching_bandit_srwm_never_beats_episode(state_reset):
     at least 0.1 more per episode. The two halves are separate tests so that xdist runs them in
     parallel.
 
-    Also printed, not asserted: the same weights played from a FRESH zero state on new envs.
-    There the never agent falls to ~0.57 (seed 1): its solution depends on the modification it
-    has accumulated over training (Frobenius norm ~18 per head after 1,900 steps per env, still
-    growing slowly), which a zero state does not reach in 400 or 1,600 steps. See
-    benchmarks/RESULTS.md and the README's known limitations."""
+    Also printed, not asserted: the same weights played from a FRESH zero state on new envs,
+    where the never agent does much worse: its solution lives in the modification accumulated
+    over training, which a zero state does not reach (benchmarks/RESULTS.md, "The fresh-state
+    gap"; the README's known open problems)."""
     policy, train_return, collector = train_run(
         "switching-bandit", BANDIT, "srwm", "ppo", steps=BANDIT_STEPS, state_reset=state_reset,
         ppo_cfg=PPO_BANDIT_SRWM, seed=SEED, model=SRWM_BANDIT_MODEL)
@@ -217,7 +213,7 @@ def test_switching_bandit_srwm_never_beats_episode(state_reset):
         assert ret < chance + 0.1
 
 
-LSTM_BANDIT_STEPS = 12_000  # the lstm reaches ~0.87 within about 6k steps
+LSTM_BANDIT_STEPS = 12_000  # the lstm learns the bandit well within this budget
 
 
 @pytest.mark.parametrize("state_reset", ["never", "episode"])

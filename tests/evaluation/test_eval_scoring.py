@@ -25,7 +25,7 @@ def test_iqm_is_the_mean_of_the_middle_half():
 
 
 def test_normalized_score_of_a_game_by_hand():
-    # bigfish easy: Rmin 1, Rmax 40 (SPEC section 5)
+    # bigfish easy: Rmin 1, Rmax 40 (docs/SPEC.md, section 5)
     returns = [1.0, 40.0, 1.0, 40.0]
     s = score_game("bigfish", returns, lambda r: normalized_score("bigfish", r, "easy"),
                    seed=0, n_resamples=200)

@@ -1,4 +1,4 @@
-"""The DeltaNet op against SPEC.md section 2."""
+"""The DeltaNet op against docs/SPEC.md, section 2."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The fused SRWM kernel against srwm_naive and an independent float64 reading of SPEC section 1.
+"""The fused SRWM kernel against srwm_naive and an independent float64 reading of docs/SPEC.md.
 
 Without CUDA the Triton kernels run in the Triton interpreter (TRITON_INTERPRET=1, set below
 before this module imports triton; if another module of the same process imported triton
@@ -117,7 +117,7 @@ def make_inputs(T, B, h=H, d=D, device="cpu", seed=0, resets=True, state=True):
 
 
 def spec_reference(x, w0, state, episode_start):
-    """SPEC section 1 written out per (batch, head) with explicit row blocks, float64."""
+    """docs/SPEC.md, section 1, written out per (batch, head) with explicit row blocks, float64."""
     T, B, h, d = x.shape
     x, w0 = x.double().cpu(), w0.double().cpu()
     ys = torch.zeros(T, B, h, d, dtype=torch.float64)
@@ -218,7 +218,7 @@ def test_backward_derivation_matches_autograd_float64():
 
 def _check_against_naive(T, B, device, h=H, resets=True, state=True, every=16, seed=0,
                          spec=False):
-    """Fused fp32 vs srwm_naive in float64 (and, with spec, the float64 SPEC reading) on
+    """Fused fp32 vs srwm_naive in float64 (and, with spec, the float64 docs/SPEC.md reading) on
     outputs, final state and every gradient, random cotangents on both outputs."""
     x, w0, s0, es = make_inputs(T, B, h=h, device=device, seed=seed, resets=resets, state=state)
     ins64 = [t for t in (x, w0, s0)]
@@ -252,7 +252,7 @@ def _check_against_naive(T, B, device, h=H, resets=True, state=True, every=16, s
 @pytest.mark.parametrize("T", [1, 7, 33])
 @pytest.mark.parametrize("B", [1, 3])
 def test_matches_naive_with_gradients(T, B, device):
-    """Outputs and final state against the float64 SPEC reading and srwm_naive; gradients
+    """Outputs and final state against the float64 docs/SPEC.md reading and srwm_naive; gradients
     of x, w0 and state against srwm_naive (float64), random cotangents on both outputs."""
     _check_against_naive(T, B, device, seed=T * 10 + B, spec=True)
 

@@ -1,4 +1,4 @@
-"""The SRWM op against SPEC.md section 1: by hand, against an independent reference, gradcheck."""
+"""The SRWM op against docs/SPEC.md, section 1: by hand, an independent reference, gradcheck."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The DeltaNet (fast weight programmer) op in plain PyTorch, as SPEC.md section 2."""
+"""The DeltaNet (fast weight programmer) op in plain PyTorch, as docs/SPEC.md, section 2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SRWM ops: one signature (SPEC.md section 1), a naive reference and an optional fused kernel.
+"""SRWM ops: one signature (docs/SPEC.md, section 1), a naive reference, an optional fused kernel.
 
 Nothing here imports triton; the fused kernel is imported on first use only.
 """

@@ -1,6 +1,6 @@
 """The SRWM op as one fused Triton kernel: forward and backward of the whole unroll.
 
-Same signature and semantics as `srwm_naive` (SPEC.md section 1). The design, the memory
+Same signature and semantics as `srwm_naive` (docs/SPEC.md, section 1). The design, the memory
 formula and the derivation of the backward pass are in FUSED.md beside this file.
 
 Importing this module imports triton (it raises ImportError with a clear message when triton

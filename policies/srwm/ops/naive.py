@@ -1,4 +1,4 @@
-"""The SRWM op in plain PyTorch: a step loop that reads like SPEC.md section 1.
+"""The SRWM op in plain PyTorch: a step loop that reads like docs/SPEC.md, section 1.
 
 See policies/srwm/README.md for the math.
 """
