@@ -10,6 +10,14 @@ per call) and learning (one call over the stored segment) run the same code:
 - ``span``: as ``episode``, and also True at the first step of every segment of `unroll`
   steps, so that no state lives longer than one backprop span.
 
+State lifetime (`state_lifetime` = L > 0): on top of the policy above, every time an env's
+episode ends its state is reset before the next episode with probability 1/L, so the number of
+episodes a carried state lives is geometric with mean L. With ``never`` this gives the agent
+both fresh starts (it must learn to adapt from a zero state) and long carries (it may use what
+it carried); with ``episode`` it changes nothing. L = 0: no lifetime (carried until the policy
+above resets it). The draws come from the collector's own generator (`lifetime_seed`), one
+uniform per env per step, so a run is reproducible from its seed.
+
 Reward input. The model is fed, with each observation, the reward received with it, i.e. the
 previous step's raw reward (the model clips it); at the first observation of an episode that is
 the previous episode's last reward (as in TorchBeast and the published code), whatever the
@@ -134,7 +142,8 @@ class RolloutCollector:
     step. `greedy=True` acts with the argmax action (for evaluating an agent that goes on from
     where training left it; its log-probs are those of the argmax action).
     `reset()` resets the env and zeroes the state (called by the constructor and on
-    resume).
+    resume). `state_lifetime` (mean episodes a carried state lives, 0 = no limit) adds random
+    resets at episode starts (see the module docstring).
     """
 
     def __init__(
@@ -145,9 +154,16 @@ class RolloutCollector:
         state_reset: str = "never",
         device: torch.device | str | None = None,
         greedy: bool = False,
+        state_lifetime: float = 0.0,
+        lifetime_seed: int = 0,
     ) -> None:
         if int(unroll) < 1:
             raise ValueError(f"unroll must be >= 1, got {unroll}")
+        if not (state_lifetime == 0 or state_lifetime >= 1):
+            raise ValueError(f"state_lifetime must be 0 (no lifetime) or >= 1 episode, got "
+                             f"{state_lifetime}")
+        self.state_lifetime = float(state_lifetime)
+        self._lifetime_rng = np.random.default_rng(int(lifetime_seed))
         self.env = env
         self.policy = policy
         self.unroll = int(unroll)
@@ -163,7 +179,19 @@ class RolloutCollector:
         self._obs = self._to_tensor(obs)
         self._reward_in = torch.zeros(self.num_envs, device=self.device)
         self._prev_done = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        self._lifetime_reset = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         self._state = detach_state(self.policy.initial_state(self.num_envs, device=self.device))
+
+    def _start_mask(self, step_in_segment: int) -> torch.Tensor:
+        """The reset mask [B] of the next observation: the state-reset policy's, plus the
+        lifetime resets drawn when the previous episodes ended."""
+        start = episode_start_mask(self._prev_done, step_in_segment, self.state_reset)
+        return start | self._lifetime_reset
+
+    def _lifetime_ends(self) -> torch.Tensor:
+        """[B] bool: True with probability 1 / state_lifetime, independently per env."""
+        draw = self._lifetime_rng.random(self.num_envs) < 1.0 / self.state_lifetime
+        return torch.as_tensor(draw, device=self.device)
 
     def _to_tensor(self, array) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array), device=self.device)
@@ -184,7 +212,7 @@ class RolloutCollector:
         episodes: list[dict[str, Any]] = []
         state = self._state
         for t in range(T):
-            start = episode_start_mask(self._prev_done, t, self.state_reset)
+            start = self._start_mask(t)
             obs[t] = self._obs
             rewards_in[t] = self._reward_in
             starts[t] = start
@@ -199,12 +227,14 @@ class RolloutCollector:
                     episodes.append(dict(info["episode"]))
             self._obs = self._to_tensor(next_obs)
             self._prev_done = dones[t].clone()
+            if self.state_lifetime > 0:  # decided when the episode ends, used at its successor
+                self._lifetime_reset = self._prev_done & self._lifetime_ends()
             self._reward_in = rewards[t].clone()
         self._state = detach_state(state)
         bootstrap = Bootstrap(
             obs=self._obs,
             reward_in=self._reward_in,
-            episode_start=episode_start_mask(self._prev_done, 0, self.state_reset),
+            episode_start=self._start_mask(0),
             state=self._state,
         )
         return Rollout(

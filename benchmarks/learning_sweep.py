@@ -1,15 +1,21 @@
 #!/usr/bin/env python
-"""Run many tiny learning runs (the setups of tests/agents/test_learning.py) in parallel.
+"""Many tiny learning runs on the synthetic tasks, in parallel processes, one JSON line each.
 
-    python benchmarks/learning_sweep.py RUNS.json --workers 15 --out results.jsonl
+    python benchmarks/learning_sweep.py RUNS.json --workers 2 --out results.jsonl
+    python benchmarks/learning_sweep.py --summary results.jsonl      # the study's table
 
-RUNS.json is a list of objects: {"name", "task": "cue-recall" | "switching-bandit", "core",
-"algo": "ppo" | "vtrace", "steps", "seed", "state_reset", "model": {ModelConfig overrides},
-"ppo": {PPOConfig fields}, "vtrace": {VTraceConfig fields}}; missing keys take the learning
-tests' values. Each run trains on one process with 1 torch thread, then plays greedily on fresh
-envs exactly as the tests do; one JSON line per run (greedy score, late training return,
-seconds) is appended to --out and printed as it finishes. Used to choose the settings of the
-learning tests; the findings are in benchmarks/RESULTS.md.
+RUNS.json is a list of objects, or {"defaults": {...}, "runs": [...]} where every run is
+merged over the defaults ("model", "ppo" and "vtrace" key by key, other keys replaced).
+Keys: "name", "task" (cue-recall | switching-bandit), "task_kwargs", "core", "algo" (ppo |
+vtrace), "steps", "seed" (or "seeds": [..], expanded to one run per seed), "num_envs",
+"unroll", "state_reset", "state_lifetime", "model" (ModelConfig overrides), "ppo" / "vtrace"
+(learner config fields), "eval_every" (env steps). Every run trains one tiny
+agent on one process with 1 torch thread (tests/agents/learning_harness.py) and evaluates it
+greedily on fresh envs every eval_every steps and at the end. Its line holds the curve of
+scores, steps_to_success (first evaluation at or above the task's bar, SUCCESS in the
+harness), the final score, min_after_success (the lowest score after the first success: a
+collapse shows here) and the seconds it took. Lines already in --out (same name and seed) are
+skipped, so an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -17,13 +23,32 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import statistics
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def expand(doc) -> list[dict]:
+    """The runs of a RUNS.json document: defaults merged (nested dicts too), seeds expanded."""
+    if isinstance(doc, dict):
+        defaults, runs = doc.get("defaults", {}), doc["runs"]
+    else:
+        defaults, runs = {}, doc
+    out = []
+    for run in runs:
+        spec = dict(defaults)
+        for k, v in run.items():
+            merge = k in ("model", "ppo", "vtrace") and isinstance(spec.get(k), dict)
+            spec[k] = {**spec[k], **v} if merge else v
+        for seed in spec.pop("seeds", [spec.get("seed", 0)]):
+            out.append({**spec, "seed": seed})
+    return out
 
 
 def run_one(spec: dict) -> dict:
@@ -32,47 +57,83 @@ def run_one(spec: dict) -> dict:
     torch.set_num_threads(1)
     from agents.ppo import PPOConfig
     from agents.vtrace import VTraceConfig
-    from tests.agents import test_learning as tl
+    from tests.agents import learning_harness as lh
 
-    task = spec.get("task", "cue-recall")
-    kwargs = tl.CUE if task == "cue-recall" else tl.BANDIT
-    algo = spec.get("algo", "ppo")
-    reset = spec.get("state_reset", "episode")
-    ppo = PPOConfig(**{"lr": 2e-3, "num_minibatches": 4, **spec.get("ppo", {})})
-    vtrace = VTraceConfig(**{"lr": 2e-3, "anneal_lr": False, "batch_size": tl.NUM_ENVS,
-                             **spec.get("vtrace", {})})
+    setup = lh.Setup(
+        task=spec["task"], task_kwargs=dict(spec.get("task_kwargs", {})), core=spec["core"],
+        algo=spec["algo"], steps=int(spec["steps"]), seed=int(spec["seed"]),
+        num_envs=int(spec.get("num_envs", 16)), unroll=int(spec.get("unroll", 12)),
+        state_reset=spec.get("state_reset", "never"),
+        state_lifetime=float(spec.get("state_lifetime", 0.0)), model=dict(spec.get("model", {})),
+        ppo=PPOConfig(**spec.get("ppo", {})), vtrace=VTraceConfig(**spec.get("vtrace", {})))
+    curve: list[tuple[int, float]] = []
+    last: dict = {}
+
+    def on_eval(step: int, result) -> None:
+        curve.append((step, round(result.score, 4)))
+        last["result"] = result
+
     t0 = time.time()
-    policy, train_return = tl.train(task, kwargs, spec.get("core", "srwm"), algo,
-                                    steps=spec.get("steps", 30_000), state_reset=reset,
-                                    seed=spec.get("seed", 1), ppo_cfg=ppo, vtrace_cfg=vtrace,
-                                    model=spec.get("model"))
-    eval_steps = 120 if task == "cue-recall" else tl.BANDIT_EVAL_STEPS
-    score, n = tl.evaluate(policy, task, kwargs, state_reset=reset, steps=eval_steps)
-    extra = {}
-    if spec.get("extra_evals"):
-        extra["greedy_4x"] = round(tl.evaluate(policy, task, kwargs, state_reset=reset,
-                                               steps=4 * eval_steps)[0], 4)
-        extra["sampled"] = round(tl.evaluate(policy, task, kwargs, state_reset=reset,
-                                             steps=eval_steps, greedy=False)[0], 4)
-    return {**spec, "greedy": round(score, 4), "episodes": n, **extra,
+    _, collector, train_return = lh.train_run(setup, eval_every=int(spec.get("eval_every", 0))
+                                              or setup.steps, on_eval=on_eval)
+    collector.env.close()
+    bar = lh.SUCCESS[setup.task]
+    first = next((s for s, v in curve if v >= bar), None)
+    after = [v for s, v in curve if first is not None and s >= first]
+    final = last["result"]
+    return {**spec, "final": round(final.score, 4), "final_mean_return":
+            round(final.mean_return, 4), "by_index": [round(v, 3) for v in final.by_index],
+            "steps_to_success": first, "min_after_success": min(after) if after else None,
+            "learned": first is not None and final.score >= bar, "curve": curve,
             "train_return": round(train_return, 4), "seconds": round(time.time() - t0, 1)}
+
+
+def summarize(rows: list[dict]) -> str:
+    """Markdown: per name, seeds learned (score >= bar at the end and at some evaluation),
+    median steps to first success, final scores per seed."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["name"]].append(r)
+    lines = ["| run | seeds learned | median steps to success | final score per seed | "
+             "lowest after success |", "|---|---|---|---|---|"]
+    for name, rs in groups.items():
+        rs.sort(key=lambda r: r["seed"])
+        steps = [r["steps_to_success"] for r in rs if r["steps_to_success"] is not None]
+        med = f"{statistics.median(steps) / 1000:.1f}k" if steps else "-"
+        mins = [r["min_after_success"] for r in rs if r["min_after_success"] is not None]
+        lines.append(f"| {name} | {sum(r['learned'] for r in rs)} / {len(rs)} | {med} | "
+                     + " ".join(f"{r['final']:.2f}" for r in rs) + " | "
+                     + (f"{min(mins):.2f}" if mins else "-") + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", type=Path)
+    parser.add_argument("runs", type=Path, nargs="?")
     parser.add_argument("--workers", type=int, default=max(1, mp.cpu_count() - 1))
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
+    parser.add_argument("--summary", type=Path, default=None,
+                        help="print the Markdown summary of a results file and exit")
     args = parser.parse_args(argv)
-    specs = json.loads(args.runs.read_text())
+    if args.summary is not None:
+        rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
+        print(summarize(rows))
+        return 0
+    if args.runs is None:
+        parser.error("RUNS.json is required (or --summary FILE)")
+    specs = expand(json.loads(args.runs.read_text()))
+    done = set()
+    if args.out.exists():
+        done = {(r["name"], r["seed"]) for r in map(json.loads, args.out.read_text().splitlines())
+                if r}
+    todo = [s for s in specs if (s["name"], s["seed"]) not in done]
+    print(f"{len(todo)} runs to do ({len(specs) - len(todo)} already in {args.out})", flush=True)
     with mp.get_context("spawn").Pool(args.workers) as pool, args.out.open("a") as out:
-        for res in pool.imap_unordered(run_one, specs):
-            line = json.dumps(res)
-            out.write(line + "\n")
+        for res in pool.imap_unordered(run_one, todo):
+            out.write(json.dumps(res) + "\n")
             out.flush()
-            extra = "".join(f" {k} {res[k]:.3f}" for k in ("greedy_4x", "sampled") if k in res)
-            print(f"{res['name']:40s} greedy {res['greedy']:.3f} train {res['train_return']:.3f}"
-                  f"{extra} ({res['seconds']:.0f} s)", flush=True)
+            print(f"{res['name']:44s} seed {res['seed']} final {res['final']:.3f} "
+                  f"first success {res['steps_to_success']} ({res['seconds']:.0f} s)", flush=True)
     return 0
 
 

@@ -67,6 +67,14 @@ class ModelConfig:
     """Fixed factor on the SRWM head input before its softmax (after the LayerNorm when
     srwm_pre_ln): values > 1 make x_t = softmax(.) sharper (docs/SPEC.md: 1)."""
 
+    srwm_state_decay: float = 1.0
+    """lambda in (0, 1]: before every step the SRWM's modification decays toward W0,
+    S <- lambda S (1 = none, as in SPEC). Bounds what a carried state can accumulate."""
+
+    srwm_w0_scale: float = 1.0
+    """The SRWM's W0 is stored divided by this factor and multiplied back when used: with
+    Adam or RMSprop its effective learning rate is this many times the learner's (1 = SPEC)."""
+
     def __post_init__(self) -> None:
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
         if self.core not in CORE_NAMES:
@@ -90,6 +98,10 @@ class ModelConfig:
             raise ValueError(f"srwm_input_scale must be positive, got {self.srwm_input_scale}")
         if not self.srwm_qk_init_scale > 0:
             raise ValueError(f"srwm_qk_init_scale must be positive, got {self.srwm_qk_init_scale}")
+        if not self.srwm_w0_scale > 0:
+            raise ValueError(f"srwm_w0_scale must be positive, got {self.srwm_w0_scale}")
+        if not 0.0 < self.srwm_state_decay <= 1.0:
+            raise ValueError(f"srwm_state_decay must be in (0, 1], got {self.srwm_state_decay}")
         if self.num_layers < 0:
             raise ValueError(f"num_layers must be >= 0, got {self.num_layers}")
         if not self.cnn_channels or any(c <= 0 for c in self.cnn_channels):

@@ -132,7 +132,8 @@ class SRWMCore(MemoryStack):
         return SRWMLayer(cfg.num_heads, cfg.head_size, self_modify=True,
                          kernel=cfg.srwm_kernel, detach_every_step=cfg.srwm_detach_every_step,
                          pre_ln=cfg.srwm_pre_ln, qk_init_scale=cfg.srwm_qk_init_scale,
-                         beta_init=cfg.srwm_beta_init, input_scale=cfg.srwm_input_scale)
+                         beta_init=cfg.srwm_beta_init, input_scale=cfg.srwm_input_scale,
+                         state_decay=cfg.srwm_state_decay, w0_scale=cfg.srwm_w0_scale)
 
 
 class FakeSRCore(MemoryStack):

@@ -25,6 +25,10 @@ class SRWMLayer(nn.Module):
                        this is exactly an offset of beta_init on the rates' logits.
       input_scale:     a fixed factor on the (normalised) head input before the softmax:
                        x_t = softmax(input_scale * LN(h_t)[head]); > 1 sharpens x_t.
+      state_decay:     lambda in (0, 1]: the modification decays, S <- lambda S, before every
+                       step (a change of the op, supported by both kernels).
+      w0_scale:        W0 is stored divided by this factor (see base_weights): with Adam or
+                       RMSprop, W0 learns this many times faster than the other parameters.
     """
 
     def __init__(
@@ -39,6 +43,8 @@ class SRWMLayer(nn.Module):
         qk_init_scale: float = 1.0,
         beta_init: float = 0.0,
         input_scale: float = 1.0,
+        state_decay: float = 1.0,
+        w0_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -47,17 +53,29 @@ class SRWMLayer(nn.Module):
         self.stateful = self_modify
         self.kernel = kernel
         self.detach_every_step = detach_every_step
+        if not 0.0 < float(state_decay) <= 1.0:
+            raise ValueError(f"state_decay must be in (0, 1], got {state_decay}")
+        self.state_decay = float(state_decay)
         rows = 3 * head_size + 4 if self_modify else head_size
         w0 = torch.randn(num_heads, rows, head_size) * head_size**-0.5
         if self_modify:
             d = head_size
             w0[:, d : 3 * d] *= qk_init_scale
             w0[:, 3 * d :] += beta_init
-        self.w0 = nn.Parameter(w0)
+        if not float(w0_scale) > 0:
+            raise ValueError(f"w0_scale must be positive, got {w0_scale}")
+        self.w0_scale = float(w0_scale)
+        self.w0 = nn.Parameter(w0 / self.w0_scale)  # stored divided; see base_weights
         hidden = num_heads * head_size
         self.norm = nn.LayerNorm(hidden) if pre_ln else None
         self.input_scale = float(input_scale)
         self.out_proj = nn.Linear(hidden, hidden, bias=False)
+
+    def base_weights(self) -> torch.Tensor:
+        """W0 [H, rows, d] = the stored parameter times w0_scale. Adam and RMSprop take steps
+        of about lr per parameter whatever the gradient's size, so storing W0 / s multiplies
+        W0's effective learning rate by s (and nothing else changes)."""
+        return self.w0 if self.w0_scale == 1.0 else self.w0 * self.w0_scale
 
     def state_shape(self, batch_size: int) -> tuple[int, ...]:
         """Shape of the modification W - W0: [B, H, 3d+4, d]."""
@@ -79,9 +97,9 @@ class SRWMLayer(nn.Module):
             x = x * self.input_scale
         x = x.reshape(T, B, self.num_heads, self.head_size)  # [T, B, H, d]
         if self.self_modify:
-            y, state = srwm(x, self.w0, state, episode_start, kernel=self.kernel,
-                            detach_every_step=self.detach_every_step)
+            y, state = srwm(x, self.base_weights(), state, episode_start, kernel=self.kernel,
+                            detach_every_step=self.detach_every_step, decay=self.state_decay)
         else:
-            y = torch.einsum("hrc,tbhc->tbhr", self.w0, F.softmax(x, dim=-1))
+            y = torch.einsum("hrc,tbhc->tbhr", self.base_weights(), F.softmax(x, dim=-1))
             state = None
         return h + self.out_proj(y.reshape(T, B, -1)), state

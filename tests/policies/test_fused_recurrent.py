@@ -217,13 +217,13 @@ def test_backward_derivation_matches_autograd_float64():
 
 
 def _check_against_naive(T, B, device, h=H, resets=True, state=True, every=16, seed=0,
-                         spec=False):
+                         spec=False, decay=1.0):
     """Fused fp32 vs srwm_naive in float64 (and, with spec, the float64 docs/SPEC.md reading) on
     outputs, final state and every gradient, random cotangents on both outputs."""
     x, w0, s0, es = make_inputs(T, B, h=h, device=device, seed=seed, resets=resets, state=state)
     ins64 = [t for t in (x, w0, s0)]
     ref_leaves = [None if t is None else t.clone().requires_grad_() for t in ins64]
-    y_ref, f_ref = srwm_naive(*ref_leaves, es)
+    y_ref, f_ref = srwm_naive(*ref_leaves, es, decay=decay)
     g = torch.Generator().manual_seed(seed + 1)
     dy = torch.randn(y_ref.shape, generator=g, dtype=torch.float64).to(device)
     dfinal = torch.randn(f_ref.shape, generator=g, dtype=torch.float64).to(device)
@@ -231,7 +231,7 @@ def _check_against_naive(T, B, device, h=H, resets=True, state=True, every=16, s
     grads_ref = torch.autograd.grad((y_ref * dy).sum() + (f_ref * dfinal).sum(), live)
 
     leaves = [None if t is None else t.float().requires_grad_() for t in ins64]
-    y, final = _fused()(*leaves, es, checkpoint_every=every)
+    y, final = _fused()(*leaves, es, checkpoint_every=every, decay=decay)
     assert y.dtype == torch.float32 and final.dtype == torch.float32
     grads = torch.autograd.grad(
         (y * dy.float()).sum() + (final * dfinal.float()).sum(),
@@ -267,6 +267,13 @@ def test_matches_naive_real_sizes_cuda(T, B):
 @pytest.mark.parametrize("every", [1, 3, 64])
 def test_checkpoint_interval_does_not_change_results(every):
     _check_against_naive(9, 2, DEV, every=every, seed=every)
+
+
+@pytest.mark.parametrize("every", [1, 4, 16])
+def test_state_decay_matches_naive(every):
+    """With a decay of the modification (S <- 0.9 S before every step) the fused forward and
+    its backward (which undoes the decay by dividing) match the naive op, with resets."""
+    _check_against_naive(11, 2, DEV, every=every, seed=20 + every, decay=0.9)
 
 
 def test_no_state_no_resets():

@@ -10,8 +10,9 @@ from policies.srwm import ops as srwm_ops
 from policies.srwm.ops import srwm, srwm_naive
 
 
-def reference_srwm(x, w0, state, episode_start):
-    """Independent float64 SRWM: numpy, explicit row blocks, per-element loops.
+def reference_srwm(x, w0, state, episode_start, decay=1.0):
+    """Independent float64 SRWM: numpy, explicit row blocks, per-element loops. With decay,
+    W <- W0 + decay (W - W0) before every step (after its reset).
 
     x [T, B, H, d], w0 [H, 3d+4, d], state [B, H, 3d+4, d], episode_start [T, B] (numpy).
     """
@@ -35,6 +36,7 @@ def reference_srwm(x, w0, state, episode_start):
             for t in range(T):
                 if episode_start[t, b]:
                     w = w0[h].tolist()
+                w = (w0[h] + decay * (np.array(w) - w0[h])).tolist()
                 wy, wq, wk, wb = w[:d], w[d : 2 * d], w[2 * d : 3 * d], w[3 * d :]
                 xt = softmax(list(x[t, b, h]))
                 y[t, b, h] = matvec(wy, xt)
@@ -77,6 +79,18 @@ def test_matches_independent_reference(T, B, H, d, seed):
     np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(final.numpy(), final_ref, rtol=1e-9, atol=1e-12)
     assert np.abs(final_ref).max() > 1e-3  # the state really moved
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.97])
+def test_state_decay_matches_independent_reference(decay):
+    x, w0, state, episode_start = random_inputs(7, 2, 2, 3, seed=11, scale=3.0)
+    y, final = srwm_naive(x, w0, state, episode_start, decay=decay)
+    y_ref, final_ref = reference_srwm(x.numpy(), w0.numpy(), state.numpy(),
+                                      episode_start.numpy(), decay=decay)
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(final.numpy(), final_ref, rtol=1e-9, atol=1e-12)
+    y1, _ = srwm_naive(x, w0, state, episode_start)
+    assert not torch.allclose(y, y1)  # the decay changes the outputs
 
 
 def test_hand_computed_steps():

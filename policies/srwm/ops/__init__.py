@@ -42,6 +42,7 @@ def srwm(
     *,
     kernel: str = "auto",
     detach_every_step: bool = False,
+    decay: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dispatch to the naive op or the fused kernel (same semantics, see srwm_naive).
 
@@ -54,7 +55,8 @@ def srwm(
         fused = _load_fused()[0] if _fused_applies(x, detach_every_step) else None
         kernel = "naive" if fused is None else "fused"
     if kernel == "naive":
-        return srwm_naive(x, w0, state, episode_start, detach_every_step=detach_every_step)
+        return srwm_naive(x, w0, state, episode_start, detach_every_step=detach_every_step,
+                          decay=decay)
     if detach_every_step:
         raise ValueError("the fused srwm kernel does not support detach_every_step; use 'naive'")
     fused, err = _load_fused()
@@ -64,7 +66,7 @@ def srwm(
             f"imported ({type(err).__name__}: {err}); it needs triton and a CUDA device; "
             "use kernel='naive' or 'auto'"
         ) from err
-    return fused(x, w0, state, episode_start)
+    return fused(x, w0, state, episode_start, decay=decay)
 
 
 __all__ = ["KERNELS", "srwm", "srwm_naive"]

@@ -29,11 +29,12 @@ import triton.language as tl
 def srwm_fwd_kernel(
     x_ptr, w0_ptr, s0_ptr, es_ptr,
     y_ptr, st_ptr, ck_ptr, u_ptr, kv_ptr,
-    T, B, H, NC,
+    T, B, H, NC, LAM,
     HAS_S0: tl.constexpr, HAS_ES: tl.constexpr, SAVE: tl.constexpr,
     D: tl.constexpr, CK: tl.constexpr,
 ):
-    """Forward recurrence; with SAVE, also write checkpoints and per-step update vectors."""
+    """Forward recurrence; with SAVE, also write checkpoints and per-step update vectors.
+    LAM: the state decay, S <- LAM * S after step t's reset and before it reads W."""
     R: tl.constexpr = 3 * D + 4
     pid = tl.program_id(0).to(tl.int64)
     b = pid // H
@@ -76,6 +77,10 @@ def srwm_fwd_kernel(
             s_q = tl.where(reset, 0.0, s_q)
             s_k = tl.where(reset, 0.0, s_k)
             s_b = tl.where(reset, 0.0, s_b)
+        s_y = s_y * LAM
+        s_q = s_q * LAM
+        s_k = s_k * LAM
+        s_b = s_b * LAM
         w_y = a_y + s_y
         w_q = a_q + s_q
         w_k = a_k + s_k
@@ -129,13 +134,15 @@ def srwm_fwd_kernel(
 def srwm_bwd_kernel(
     x_ptr, w0_ptr, es_ptr, dy_ptr, dst_ptr, ck_ptr, u_ptr, kv_ptr,
     dx_ptr, dw0p_ptr, ds0_ptr,
-    T, B, H, NC,
+    T, B, H, NC, LAM,
     HAS_ES: tl.constexpr, D: tl.constexpr, CK: tl.constexpr,
 ):
     """Reverse pass over t = T-1 .. 0. Each chunk of CK steps starts from the stored state
     after its last update (the next checkpoint) and walks back by undoing the stored rank-1
-    updates, S_t = S_{t+1} - U_t k_t^T; where step t reset the state, the state before the
-    reset is rebuilt by replaying the chunk's updates from its first checkpoint.
+    updates, S_t = S_{t+1} - U_t k_t^T, which is the (reset and decayed) state step t read;
+    dividing it by LAM gives the state after step t-1. Where step t reset the state, the state
+    before the reset is rebuilt by replaying the chunk's resets, decays and updates from its
+    first checkpoint.
 
     g_* blocks hold dL/dS (the gradient w.r.t. the state AFTER the step being processed);
     da_* accumulate dL/dW0 of this (b, h) (summed over b on the host).
@@ -270,10 +277,14 @@ def srwm_bwd_kernel(
             da_q += l_q
             da_k += l_k
             da_b += l_b
-            g_y = g_y + l_y
-            g_q = g_q + l_q
-            g_k = g_k + l_k
-            g_b = g_b + l_b
+            g_y = (g_y + l_y) * LAM  # S_read = LAM * S_before
+            g_q = (g_q + l_q) * LAM
+            g_k = (g_k + l_k) * LAM
+            g_b = (g_b + l_b) * LAM
+            s_y = s_y / LAM  # the state after step t-1 (rebuilt below where step t reset)
+            s_q = s_q / LAM
+            s_k = s_k / LAM
+            s_b = s_b / LAM
             if HAS_ES:
                 g_y = tl.where(reset, 0.0, g_y)
                 g_q = tl.where(reset, 0.0, g_q)
@@ -293,6 +304,10 @@ def srwm_bwd_kernel(
                         s_q = tl.where(rs, 0.0, s_q)
                         s_k = tl.where(rs, 0.0, s_k)
                         s_b = tl.where(rs, 0.0, s_b)
+                        s_y = s_y * LAM
+                        s_q = s_q * LAM
+                        s_k = s_k * LAM
+                        s_b = s_b * LAM
                         p_off = ((s * B + b) * H + h) * R
                         kp = tl.load(kv_ptr + ((s * B + b) * H + h) * D + cols)
                         s_y = s_y + tl.load(u_ptr + p_off + rows)[:, None] * kp[None, :]

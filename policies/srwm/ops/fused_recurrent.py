@@ -124,7 +124,7 @@ class _SRWMFused(torch.autograd.Function):
     """Autograd wrapper: Triton forward, Triton backward (checkpoints + replay)."""
 
     @staticmethod
-    def forward(ctx, x, w0, state, episode_start, checkpoint_every, grad_wanted):
+    def forward(ctx, x, w0, state, episode_start, checkpoint_every, grad_wanted, decay):
         T, B, H, d = x.shape
         rows = 3 * d + 4
         out_dtype = x.dtype
@@ -147,20 +147,20 @@ class _SRWMFused(torch.autograd.Function):
             _kernel("srwm_fwd_kernel", xf.device)[(B * H,)](
                 xf, wf, xf if sf is None else sf, xf if es is None else es,
                 y, final, ckpts, u, kv,
-                T, B, H, nc,
+                T, B, H, nc, float(decay),
                 HAS_S0=sf is not None, HAS_ES=es is not None, SAVE=save,
                 D=d, CK=ck, num_warps=_num_warps(d, backward=False),
             )
         if save:
             ctx.save_for_backward(xf, wf, es if es is not None else xf, ckpts, u, kv)
             ctx.meta = (es is not None, state is not None, ck, nc, x.dtype, w0.dtype,
-                        None if state is None else state.dtype)
+                        None if state is None else state.dtype, float(decay))
         return y.to(out_dtype), final.to(out_dtype)
 
     @staticmethod
     def backward(ctx, dy, dfinal):
         xf, wf, es, ckpts, u, kv = ctx.saved_tensors
-        has_es, has_state, ck, nc, x_dtype, w_dtype, s_dtype = ctx.meta
+        has_es, has_state, ck, nc, x_dtype, w_dtype, s_dtype, decay = ctx.meta
         T, B, H, d = xf.shape
         rows = 3 * d + 4
         dyf = dy.float().contiguous()
@@ -172,7 +172,7 @@ class _SRWMFused(torch.autograd.Function):
             _kernel("srwm_bwd_kernel", xf.device)[(B * H,)](
                 xf, wf, es, dyf, dsf, ckpts, u, kv,
                 dx, dw0p, ds0,
-                T, B, H, nc,
+                T, B, H, nc, decay,
                 HAS_ES=has_es, D=d, CK=ck, num_warps=_num_warps(d, backward=True),
             )
         dw0 = dw0p.sum(0)
@@ -180,6 +180,7 @@ class _SRWMFused(torch.autograd.Function):
             dx.to(x_dtype) if ctx.needs_input_grad[0] else None,
             dw0.to(w_dtype) if ctx.needs_input_grad[1] else None,
             ds0.to(s_dtype) if (has_state and ctx.needs_input_grad[2]) else None,
+            None,
             None,
             None,
             None,
@@ -194,7 +195,7 @@ def compile_kernels_offline(d: int = 16, capability: int = 90) -> dict[str, dict
     from triton.compiler.compiler import ASTSource
     from triton.runtime.jit import JITFunction
 
-    ints = {"T": "i32", "B": "i32", "H": "i32", "NC": "i32"}
+    ints = {"T": "i32", "B": "i32", "H": "i32", "NC": "i32", "LAM": "fp32"}
     fwd = ("x_ptr", "w0_ptr", "s0_ptr", "es_ptr", "y_ptr", "st_ptr", "ck_ptr", "u_ptr", "kv_ptr")
     bwd = ("x_ptr", "w0_ptr", "es_ptr", "dy_ptr", "dst_ptr", "ck_ptr", "u_ptr", "kv_ptr",
            "dx_ptr", "dw0p_ptr", "ds0_ptr")
@@ -225,6 +226,7 @@ def srwm_fused_recurrent(
     episode_start: torch.Tensor | None = None,
     *,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    decay: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the self-referential weight matrix over T steps in one fused kernel.
 
@@ -237,6 +239,7 @@ def srwm_fused_recurrent(
         episode_start: [T, B] bool; where True the state is zeroed before step t.
         checkpoint_every: K, the backward pass keeps the state every K steps and replays
             the rank-1 updates in between (memory / recompute trade-off, see FUSED.md).
+        decay: lambda in (0, 1], S <- lambda S before each step reads W (after its reset).
 
     Returns:
         y: [T, B, H, d], y_t = W_y softmax(x_t), read before step t's update.
@@ -247,10 +250,13 @@ def srwm_fused_recurrent(
     _validate(x, w0, state, episode_start)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    if not 0.0 < float(decay) <= 1.0:
+        raise ValueError(f"decay must be in (0, 1], got {decay}")
     grad_wanted = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, w0, state)
     )
-    return _SRWMFused.apply(x, w0, state, episode_start, checkpoint_every, grad_wanted)
+    return _SRWMFused.apply(x, w0, state, episode_start, checkpoint_every, grad_wanted,
+                            float(decay))
 
 
 __all__ = ["srwm_fused_recurrent", "SUPPORTED_DTYPES", "MAX_HEAD_SIZE"]

@@ -26,6 +26,7 @@ def srwm_naive(
     episode_start: torch.Tensor | None = None,
     *,
     detach_every_step: bool = False,
+    decay: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the self-referential weight matrix over T steps.
 
@@ -36,6 +37,8 @@ def srwm_naive(
         episode_start: [T, B] bool; where True the state is zeroed before step t.
         detach_every_step: detach the state after every update (the published code's
             behaviour: no gradient through the self-modification).
+        decay: lambda in (0, 1]: before step t reads W, the modification is scaled,
+            S <- lambda S (after the reset of step t, if any). 1 = no decay (the paper's op).
 
     v_t - vbar_t = W q_t - W k_t is computed as one product W (q_t - k_t) (same value,
     one matrix-vector product fewer).
@@ -57,6 +60,8 @@ def srwm_naive(
         if episode_start is not None:
             start = episode_start[t].to(device=x.device, dtype=torch.bool)  # [B]
             s = torch.where(start.view(B, 1, 1, 1), zero, s)
+        if decay != 1.0:
+            s = decay * s
         w = w0 + s  # [B, H, 3d+4, d]
         x_t = F.softmax(x[t], dim=-1)  # [B, H, d]
         out = torch.einsum("bhrc,bhc->bhr", w, x_t)  # [B, H, 3d+4]
