@@ -91,6 +91,11 @@ class TrainConfig:
     """State lifetime: `never` carries the core state across episodes, `episode` resets it at
     every episode start, `span` also resets it at the start of every unroll segment."""
 
+    state_lifetime: float = 0.0
+    """Mean number of episodes a carried core state lives: at every episode end the state is
+    reset with probability 1/state_lifetime (geometric lifetimes), so the agent meets fresh
+    starts as well as long carries. 0: no lifetime (only state_reset resets)."""
+
     total_steps: StepCount = 25_000_000
     """Environment steps to train for (all envs together); the run stops at the first update
     that reaches it, so the final count is a multiple of num_envs * unroll."""
@@ -213,6 +218,9 @@ class TrainConfig:
             bad(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
         if self.algo not in ALGOS:
             bad(f"unknown algo {self.algo!r}; valid: {', '.join(ALGOS)}")
+        if not (self.state_lifetime == 0 or self.state_lifetime >= 1):
+            bad(f"state_lifetime must be 0 (no lifetime) or >= 1 episode, got "
+                f"{self.state_lifetime}")
         if self.state_reset not in STATE_RESETS:
             bad(f"unknown state_reset {self.state_reset!r}; valid: {', '.join(STATE_RESETS)}")
         if self.distribution_mode not in DISTRIBUTION_MODES:

@@ -229,8 +229,10 @@ def train(cfg: TrainConfig, env: VecEnv | None = None, *,
             ckpt.restore(policy, learner, payload)
             ckpt.set_rng_state(payload["rng"])
         ckpt.atomic_write_json(Path(cfg.run_dir) / CONFIG_FILE, cfg.to_dict())
-        collector = RolloutCollector(s.env, learner.acting_policy, cfg.unroll, cfg.state_reset,
-                                     s.device)
+        collector = RolloutCollector(
+            s.env, learner.acting_policy, cfg.unroll, cfg.state_reset, s.device,
+            state_lifetime=cfg.state_lifetime,
+            lifetime_seed=env_seed(cfg.seed, int(payload["global_step"]) if payload else 0) + 1)
         trainer = Trainer(cfg, policy, learner, collector, num_actions=int(s.env.action_space.n),
                           global_step=int(payload["global_step"]) if payload else 0,
                           update=int(payload.get("update", 0)) if payload else 0,

@@ -100,3 +100,40 @@ def test_episodes_reported_and_reset(counting_policy, fake_env):
     ro = collector.collect()
     assert (ro.init_state[0] == 0).all()
     assert (ro.rewards_in[0] == 0).all()
+
+
+def test_state_lifetime_resets_only_at_episode_starts(counting_policy, fake_env):
+    """never + state_lifetime L: resets fall only on the first obs of an episode, about 1/L of
+    them; the bootstrap mask is the next segment's first mask; the stored segment replays the
+    acting values exactly; the same lifetime_seed gives the same resets."""
+    def masks(seed):
+        collector = RolloutCollector(fake_env(8), counting_policy, 5, "never", state_lifetime=3,
+                                     lifetime_seed=seed)
+        rollouts = [collector.collect() for _ in range(40)]
+        return collector, rollouts
+
+    collector, rollouts = masks(7)
+    starts, resets = 0, 0
+    prev_done = torch.ones(8, dtype=torch.bool)
+    for k, ro in enumerate(rollouts):
+        for t in range(5):
+            first_obs = prev_done
+            assert not (ro.episode_start[t] & ~first_obs).any()  # only at episode starts
+            if k or t:  # the very first obs after reset() starts from zeros anyway
+                starts += int(first_obs.sum())
+                resets += int(ro.episode_start[t].sum())
+            prev_done = ro.dones[t]
+        if k + 1 < len(rollouts):
+            assert ro.bootstrap.episode_start.tolist() == rollouts[k + 1].episode_start[0].tolist()
+    assert 0.25 < resets / starts < 0.42, (resets, starts)  # 1/3 expected over ~500 starts
+    ro = rollouts[-1]
+    with torch.no_grad():
+        _, values, final = counting_policy(ro.obs, ro.rewards_in, ro.episode_start, ro.init_state)
+    torch.testing.assert_close(values, ro.values, rtol=0, atol=1e-6)
+    torch.testing.assert_close(final[0], ro.final_state[0], rtol=0, atol=0)
+    _, again = masks(7)
+    assert all(torch.equal(a.episode_start, b.episode_start) for a, b in zip(rollouts, again,
+                                                                              strict=True))
+    _, other = masks(8)
+    assert not all(torch.equal(a.episode_start, b.episode_start)
+                   for a, b in zip(rollouts, other, strict=True))
