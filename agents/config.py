@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from envs.games import DISTRIBUTION_MODES, DistributionMode
 from policies.config import CORE_NAMES, ModelConfig
@@ -74,6 +74,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "start_level": 0,
     },
 }
+
+# Named sets of SRWM settings (`--srwm-profile NAME`, applied before the other options given,
+# after a preset). "default": this project's defaults (the dataclass defaults, chosen by the
+# study in benchmarks/RESULTS.md, "SRWM learnability"; policies/srwm/README.md explains them).
+# "published": the paper's agent as its public code runs it: the init of docs/SPEC.md,
+# section 1, the state detached after every step (no gradient through the self-modification)
+# and reset at every episode start. "spec": the same init and op, with gradients through the
+# whole unroll and this project's state lifetime.
+_SPEC_SRWM: dict[str, Any] = {
+    "model.srwm_pre_ln": False, "model.srwm_qk_init_scale": 1.0, "model.srwm_input_scale": 1.0,
+    "model.srwm_beta_init": 0.0, "model.srwm_state_decay": 1.0, "model.srwm_w0_scale": 1.0,
+    "model.srwm_detach_every_step": False,
+}
+SRWM_PROFILES: dict[str, dict[str, Any]] = {
+    "default": {f"model.{f.name}": f.default for f in dataclasses.fields(ModelConfig)
+                if f"model.{f.name}" in _SPEC_SRWM},
+    "published": {**_SPEC_SRWM, "model.srwm_detach_every_step": True, "state_reset": "episode",
+                  "state_lifetime": 0.0},
+    "spec": dict(_SPEC_SRWM),
+}
+SRWMProfile = Literal["default", "published", "spec"]
 
 
 @dataclass
@@ -151,6 +172,12 @@ class TrainConfig:
     log_every: int = 1
     """Write TensorBoard scalars every this many updates."""
 
+    srwm_profile: SRWMProfile = "default"
+    """A named set of SRWM settings applied before the other options given (agents.config.
+    SRWM_PROFILES): default (this project's), published (the paper's code: docs/SPEC.md
+    init, state detached every step and reset every episode), spec (docs/SPEC.md init with
+    gradients through the unroll). Options given with it override it."""
+
     preset: str | None = None
     """Start from this named preset (agents.config.PRESETS; options given with it override
     it). Kept in the saved config as a record of where the run started."""
@@ -214,6 +241,8 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
+        if self.srwm_profile not in SRWM_PROFILES:
+            bad(f"unknown srwm_profile {self.srwm_profile!r}; valid: {', '.join(SRWM_PROFILES)}")
         if self.preset is not None and self.preset not in PRESETS:
             bad(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
         if self.algo not in ALGOS:
@@ -321,7 +350,15 @@ class TrainConfig:
         return cfg
 
     def apply_overrides(self, overrides: dict[str, Any]) -> None:
-        """Set fields from {"field" or "model.field" / "ppo.field" / "vtrace.field": value}."""
+        """Set fields from {"field" or "model.field" / "ppo.field" / "vtrace.field": value}.
+        An "srwm_profile" among them is applied first, the other keys on top of it."""
+        overrides = dict(overrides)
+        if "srwm_profile" in overrides:
+            name = overrides.pop("srwm_profile")
+            if name not in SRWM_PROFILES:
+                raise ConfigError(f"unknown srwm_profile {name!r}; valid: "
+                                  f"{', '.join(SRWM_PROFILES)}")
+            overrides = {**SRWM_PROFILES[name], "srwm_profile": name, **overrides}
         for key, value in overrides.items():
             target: Any = self
             parts = key.split(".")
