@@ -26,8 +26,9 @@ inner env of the game that slot plays. An inner env whose slot plays another gam
 stepped: it waits at the first observation of its next episode (where its last episode ended,
 or where it was built). So a switch to game g continues g's own inner env exactly at the start
 of a fresh episode, nothing is discarded, and every reported episode is a whole episode played
-by the agent from its first observation to its last. Measured: the same memory as one N-env
-ProcGen env per game, and about 30 us more per env step (benchmarks/RESULTS.md, "Stream env").
+by the agent from its first observation to its last. Memory is that of one N-env ProcGen env
+per game; the time per env step a little more, as N envs are stepped one call each
+(benchmarks/stream_env.py; figures in benchmarks/RESULTS.md, "Stream env").
 
 Each inner env has its own level seed sequence, seeded from ``(seed, slot, game)``: the same
 seed gives every slot the same levels of a game whatever the block order, and the same stream

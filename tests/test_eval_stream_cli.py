@@ -105,6 +105,9 @@ def _one_error_line(capsys, *needles):
     (["--stream", SYNTHETIC, "--adapt-steady", "3"], ["--adapt-steady 3", "longest run", "3"]),
     (["--stream", SYNTHETIC, "--stream-order", "shuffled"], ["shuffled"]),
     (["--adapt-early", "2"], ["--adapt-early needs --stream"]),
+    (["--stream", "cue-recall:3,cue-recall:2"], ["one game only"]),
+    (["--stream", SYNTHETIC, "--episodes", "2"], ["ends before the stream's first switch"]),
+    (["--stream", SYNTHETIC, "--video", "x.mp4"], ["--video cannot be combined"]),
 ])
 def test_bad_stream_input_exits_2_in_one_line(srwm_run, capsys, argv, needles):
     assert main([str(srwm_run), *argv]) == 2

@@ -109,9 +109,10 @@ def comparison_markdown(agents: list[StreamAgentResult], meta: dict[str, Any]) -
     first = agents[0].settings
     k, m = first["early"], first["steady"]
     parts = ["# Continual adaptation", ""]
-    parts.append(f"Stream `{first['stream']}` (repeat {first['repeat']}, order "
-                 f"{first['order']}), {first['episodes_per_slot']} episodes per slot, "
-                 f"{first['num_envs']} slots, seed {first['seed']}.")
+    passes = "repeated" if first["repeat"] else "one pass"
+    parts.append(f"Stream `{first['stream']}` ({passes}, {first['order']} order), "
+                 f"{first['episodes_per_slot']} episodes per slot, {first['num_envs']} slots, "
+                 f"seed {first['seed']}. Command: `{meta.get('command', '')}`.")
     parts.append("")
     for a in agents:
         parts.append(f"- `{a.name}`: {a.checkpoint} (core {a.core}, step {a.global_step:,}, "

@@ -55,11 +55,14 @@ def check_stream_args(args) -> tuple[Any, int, int, int, int]:
     """Validate the stream options (before anything is loaded or played).
 
     Returns (schedule, actions, episodes per slot, early k, steady m)."""
-    for flag, given in (("--games", args.games is not None), ("--video", args.video is not None)):
-        if given:
-            raise UsageError(f"{flag} cannot be combined with --stream (the stream names the "
-                             "games; video is not recorded for streams)")
+    if args.games is not None:
+        raise UsageError("--games cannot be combined with --stream (the stream names the games)")
+    if args.video is not None:
+        raise UsageError("--video cannot be combined with --stream (streams are not filmed)")
     schedule, n_actions = _schedule(args)
+    if len(schedule.games) < 2:
+        raise UsageError(f"--stream {args.stream!r} has one game only, so it never switches; "
+                         "give blocks of at least two games (e.g. bigfish:20,starpilot:20)")
     episodes = schedule.episodes_per_pass if args.episodes is None else args.episodes
     if episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {episodes}")
@@ -79,8 +82,13 @@ def check_stream_args(args) -> tuple[Any, int, int, int, int]:
     from .cli import DEFAULT_ENVS_PER_GAME, _warn
 
     slots = args.num_envs or DEFAULT_ENVS_PER_GAME
-    longest = max(schedule.position(i, e).since_switch + 1
-                  for i in range(slots) for e in range(episodes))
+    counted = [schedule.position(i, e) for i in range(slots) for e in range(episodes)]
+    if not any(p.after_switch for p in counted):
+        first = schedule.position(0, 0)
+        raise UsageError(f"--episodes {episodes} ends before the stream's first switch (slot 0 "
+                         f"plays {first.game} for its first {episodes} episodes); give more "
+                         "--episodes")
+    longest = max(p.since_switch + 1 for p in counted)
     if m >= longest:
         msg = (f"no counted episode is {m} or more episodes after a switch (the longest run "
                f"of one game is {longest} episodes)")
