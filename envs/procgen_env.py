@@ -185,6 +185,18 @@ class ProcgenVecEnv(GameVecEnv):
         rewards = rewards.astype(np.float32, copy=False)
         return ob["rgb"], rewards, first, level_seeds, prev_level_seeds
 
+    def save_state(self) -> list[bytes]:
+        """ProcGen's own snapshot of every env (game, level and random generators)."""
+        return list(self._env.callmethod("get_state"))
+
+    def restore_state(self, states: list[bytes]) -> np.ndarray:
+        """Put every env back to a ``save_state()`` snapshot; the running episodes' statistics
+        restart from zero (save at an episode start to keep them whole). Returns the obs."""
+        self._env.callmethod("set_state", list(states))
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+        return self.reset()
+
     def seed(self, seed: int | None = None) -> Sequence[int | None]:
         if seed is not None and int(seed) != self._seed:
             warnings.warn(

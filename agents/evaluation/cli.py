@@ -24,6 +24,7 @@ import tyro
 from agents.errors import UsageError, run_main
 from agents.rollout import StateReset
 from envs.games import DistributionMode
+from envs.stream import StreamOrder
 
 DEFAULT_EPISODES = 200
 DEFAULT_ENVS_PER_GAME = 8
@@ -54,8 +55,10 @@ class EvalOptions:
     games: Annotated[str | None, _arg("(default: the games the agent trained on)")] = None
     """Games to evaluate: names, comma list, alias (paper6, memory4, all) or a synthetic
     task."""
-    episodes: int = DEFAULT_EPISODES
-    """Episodes per game (200, as published)."""
+    episodes: Annotated[int | None, _arg(
+        "(default: 200 per game; with --stream one pass of the schedule per slot)")] = None
+    """Episodes per game (200, as published); with --stream, episodes per env slot in total
+    (each slot counts its first N episodes of the stream)."""
     sample: tyro.conf.FlagCreatePairsOff[bool] = False
     """Sample actions from the policy (default: greedy argmax)."""
     state_reset: Annotated[StateReset | None, _arg("(default: as trained)")] = None
@@ -91,6 +94,22 @@ class EvalOptions:
     """Nearest-neighbour upscaling of the 64x64 frames."""
     video_fps: int = 15
     """Frames per second."""
+    stream: Annotated[str | None, _arg("(default: off)", metavar="GAME:EPISODES,...")] = None
+    """Continual adaptation: every env slot plays this schedule of blocks (e.g.
+    bigfish:20,starpilot:20), switching game at an episode end without telling the agent;
+    reports return by episodes since the switch, with the state carried and with it reset at
+    every switch."""
+    stream_repeat: bool = True
+    """Cycle the stream's blocks until --episodes (off: one pass at most)."""
+    stream_order: StreamOrder = "fixed"
+    """Block order: fixed (as given) or random (a permutation per slot and pass)."""
+    stream_seed: Annotated[int | None, _arg("(default: --seed)")] = None
+    """Seeds the random block orders."""
+    adapt_early: Annotated[int | None, _arg("(default: 1)", metavar="K")] = None
+    """Early window: the first K episodes of a game after a switch."""
+    adapt_steady: Annotated[int | None, _arg("(default: max(K, shortest block // 2))",
+                                             metavar="M")] = None
+    """Steady state: episodes >= M since the switch."""
 
 
 @dataclass
@@ -204,6 +223,16 @@ def _video_path(path: str, agent: str, several: bool) -> Path:
 # ---------------------------------------------------------------------- eval mode
 def run_eval(argv: list[str]) -> int:
     args = parse_eval_args(argv)
+    if args.stream is not None:
+        from .stream_run import run_stream_eval
+
+        return run_stream_eval(args, argv)
+    stream_only = [f for f in ("adapt_early", "adapt_steady", "stream_seed")
+                   if getattr(args, f) is not None]
+    if stream_only:
+        raise UsageError(f"--{stream_only[0].replace('_', '-')} needs --stream")
+    if args.episodes is None:
+        args.episodes = DEFAULT_EPISODES
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
     if args.num_envs is not None and args.num_envs < 1:

@@ -90,7 +90,9 @@ def play(
     policy,
     env,
     *,
-    episodes_per_game: int,
+    episodes_per_game: int | None = None,
+    episodes_per_env: int | None = None,
+    reset_at_switch: bool = False,
     greedy: bool = True,
     state_reset: str = "never",
     unroll: int = 1,
@@ -102,10 +104,15 @@ def play(
     progress: Callable[[int], None] | None = None,
     max_steps: int | None = None,
 ) -> PlayResult:
-    """Play until every game has ``episodes_per_game`` counted episodes.
+    """Play until every game has ``episodes_per_game`` counted episodes (or, with
+    ``episodes_per_env``, until every env has that many: a stream env, whose envs each play
+    every game of the stream).
 
     policy: an ActorCritic (``act``, ``initial_state``, ``state_metrics``).
-    env: a VecEnv with ``env_games``; it is reset here (seed it when you make it).
+    env: a VecEnv with ``env_games``; it is reset here (seed it when you make it). An
+    episode's game is the one its ``info["episode"]`` names (else ``env_games[i]``).
+    reset_at_switch: also zero the state at the first observation of a new game, i.e. after a
+    step whose info has ``switched`` (envs.stream; the fresh-state baseline).
     on_frame(obs [N, 64, 64, 3] uint8, step) -> keep_recording: called with the observations
     before every step while it returns True.
     progress(n): called with the number of newly counted episodes.
@@ -114,12 +121,19 @@ def play(
     """
     if state_reset not in STATE_RESETS:
         raise ValueError(f"unknown state_reset {state_reset!r}; valid: {', '.join(STATE_RESETS)}")
-    if episodes_per_game < 1:
-        raise ValueError(f"episodes_per_game must be >= 1, got {episodes_per_game}")
+    if (episodes_per_game is None) == (episodes_per_env is None):
+        raise ValueError("give exactly one of episodes_per_game and episodes_per_env")
+    name, per = (("episodes_per_game", episodes_per_game) if episodes_per_env is None
+                 else ("episodes_per_env", episodes_per_env))
+    if per < 1:
+        raise ValueError(f"{name} must be >= 1, got {per}")
     device = torch.device(device)
     env_games = list(env.env_games)
     n = len(env_games)
-    quotas = env_quotas(env_games, episodes_per_game)
+    if episodes_per_env is not None:
+        quotas = np.full(n, episodes_per_env, dtype=np.int64)
+    else:
+        quotas = env_quotas(env_games, episodes_per_game)
     finished = np.zeros(n, dtype=np.int64)
     returns = np.zeros(n, dtype=np.float64)
     lengths = np.zeros(n, dtype=np.int64)
@@ -133,6 +147,7 @@ def play(
     state: State = policy.initial_state(n, device=device)
     reward = torch.zeros(n, device=device)
     prev_done = torch.ones(n, dtype=torch.bool)
+    switched = torch.zeros(n, dtype=torch.bool)
     result = PlayResult(episodes=[])
     t0 = time.perf_counter()
     step = 0
@@ -147,6 +162,8 @@ def play(
             run = playing | (video_set if recording else False)
             idx = torch.as_tensor(np.flatnonzero(run), device=device)
             starts = episode_start_mask(prev_done, step % max(unroll, 1), state_reset)
+            if reset_at_switch:
+                starts = starts | switched
             obs_t = torch.as_tensor(np.asarray(obs), device=device)
             sub_state = index_state(state, idx)
             action_sub, _, _, new_sub = policy.act(
@@ -177,7 +194,7 @@ def play(
                 if finished[i] < quotas[i]:
                     result.episodes.append(
                         Episode(
-                            game=env_games[i],
+                            game=str(ep.get("game", env_games[i])),
                             env=int(i),
                             index=int(finished[i]),
                             ret=float(ep.get("r", returns[i])),
@@ -194,6 +211,9 @@ def play(
                 progress(new_counted)
             reward = torch.as_tensor(rew, dtype=torch.float32, device=device)
             prev_done = torch.as_tensor(done)
+            if reset_at_switch:
+                switched = torch.as_tensor(
+                    [bool(d and infos[i].get("switched", False)) for i, d in enumerate(done)])
             step += 1
     result.steps = step
     result.seconds = time.perf_counter() - t0
