@@ -67,10 +67,12 @@ def run_one(spec: dict) -> dict:
         state_lifetime=float(spec.get("state_lifetime", 0.0)), model=dict(spec.get("model", {})),
         ppo=PPOConfig(**spec.get("ppo", {})), vtrace=VTraceConfig(**spec.get("vtrace", {})))
     curve: list[tuple[int, float]] = []
+    diag: list[dict] = []
     last: dict = {}
 
     def on_eval(step: int, result) -> None:
         curve.append((step, round(result.score, 4)))
+        diag.append({"step": step, **{k: round(v, 4) for k, v in result.train_metrics.items()}})
         last["result"] = result
 
     t0 = time.time()
@@ -84,7 +86,7 @@ def run_one(spec: dict) -> dict:
     return {**spec, "final": round(final.score, 4), "final_mean_return":
             round(final.mean_return, 4), "by_index": [round(v, 3) for v in final.by_index],
             "steps_to_success": first, "min_after_success": min(after) if after else None,
-            "learned": first is not None and final.score >= bar, "curve": curve,
+            "learned": first is not None and final.score >= bar, "curve": curve, "diag": diag,
             "train_return": round(train_return, 4), "seconds": round(time.time() - t0, 1)}
 
 

@@ -67,6 +67,8 @@ class EvalResult:
     by_index: list[float]
     """Mean return of the i-th episode of every env (i = 0, 1, ...)."""
     episodes: int
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    """The learner's metrics of the last update before this evaluation (when training)."""
 
 
 @torch.no_grad()
@@ -119,13 +121,15 @@ def train_run(setup: Setup, *, eval_every: int = 0,
     next_eval = eval_every
     for u in range(updates):
         rollout = collector.collect()
-        learner.update(rollout)
+        metrics = learner.update(rollout)
         if u >= updates - max(1, updates // 10):
             late += [e["r"] for e in rollout.episodes]
         step = (u + 1) * per_update
         if eval_every and (step >= next_eval or u == updates - 1):
             next_eval += eval_every
             result = evaluate(policy, setup)
+            result.train_metrics = {k: float(v) for k, v in metrics.items()
+                                    if k.startswith(("losses/entropy", "core/"))}
             if on_eval is not None:
                 on_eval(step, result)
     return policy, collector, float(np.mean(late)) if late else float("nan")
