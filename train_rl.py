@@ -4,9 +4,12 @@
     python train_rl.py --games all                      # PPO, SRWM core, all 16 games
     python train_rl.py --preset paper-multitask         # the paper's 6-game V-trace run
     python train_rl.py --resume runs/<run>              # continue from the latest checkpoint
+    python train_rl.py --core srwm,lstm --seeds 0,1,2 --run-dir runs/cmp   # a group of runs
 
 Wiring only: the options are the fields of agents.config.TrainConfig (agents/cli.py builds
-the command line from them); then agents.trainer.train. Errors a user can cause print ONE
+the command line from them); then agents.trainer.train. A comma list in --core or --seeds
+(or --resume of a group dir) is a group of runs: agents.groups runs one train_rl.py process
+per (core, seed). Errors a user can cause print ONE
 line on stderr and exit 2; Ctrl-C / SIGTERM save a checkpoint and exit 130 / 143.
 """
 
@@ -20,8 +23,14 @@ from pathlib import Path
 def run(argv: list[str] | None) -> int:
     from agents.cli import parse_train_args
     from agents.errors import EXIT_SIGNAL
+    from agents.groups import is_group_command
 
-    request = parse_train_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if is_group_command(argv):
+        from agents.groups import run_group_command
+
+        return run_group_command(argv)
+    request = parse_train_args(argv)
     if request.threads is not None:
         import torch
 
@@ -38,7 +47,15 @@ def run(argv: list[str] | None) -> int:
         for key, value in dry_run(cfg, resume_from=request.resume_from).items():
             print(f"{key}: {value}")
         return 0
-    result = train(cfg, resume_from=request.resume_from, progress=request.progress)
+    status = None
+    if request.progress_file is not None:
+        from agents.groups import ProgressFile
+
+        status = ProgressFile(request.progress_file, cfg.total_steps, request.start_step)
+    result = train(cfg, resume_from=request.resume_from, progress=request.progress,
+                   on_update=status.update if status else None)
+    if status is not None:
+        status.write(result.global_step, "stopped" if result.interrupted else "done")
     print(f"train_rl.py: {'stopped by ' + result.interrupted if result.interrupted else 'done'}"
           f" at step {result.global_step:,} ({result.updates} updates, {result.sps:.0f} SPS); "
           f"checkpoint: {result.checkpoint}; TensorBoard: tensorboard --logdir "

@@ -319,7 +319,7 @@ def given_options(argv: Sequence[str], flags: dict[str, tuple[str, ...]]) -> dic
 PROG = "train_rl.py"
 RESUME_OVERRIDABLE = ("total_steps", "device", "checkpoint_every_steps",
                       "checkpoint_every_minutes", "keep_checkpoints", "log_every", "threads",
-                      "no_progress", "dry_run", "resume")
+                      "no_progress", "dry_run", "resume", "progress_file")
 """What may be given together with --resume; everything else comes from the run's saved
 config and may not change."""
 
@@ -345,6 +345,17 @@ class TrainOptions:
     dry_run: tyro.conf.FlagCreatePairsOff[bool] = False
     """Resolve the config, build env, model and learner, print a summary and exit, writing
     nothing."""
+    seeds: Annotated[str | None, tyro.conf.arg(metavar="SEED,SEED,...")] = None
+    """Seeds of a group of runs. A comma list here or in --core (e.g. --core srwm,lstm,ff
+    --seeds 0,1,2) trains one ordinary run per (core, seed) in RUN_DIR/<core>_s<seed>, as
+    separate processes, with group.json in RUN_DIR; --resume RUN_DIR continues every unfinished
+    run of the group. One value is the same as --seed."""
+    max_parallel: int | None = None
+    """Runs of a group trained at the same time (default: min(CPU cores / 2, free GPU memory /
+    4 GiB), printed at the start)."""
+    progress_file: Annotated[str | None, tyro.conf.arg(metavar="PATH")] = None
+    """Also write this run's progress (pid, step, SPS) as JSON to PATH every few seconds (the
+    runs of a group write GROUP/logs/<run>.progress.json for the group's progress line)."""
 
 
 @dataclass
@@ -360,6 +371,8 @@ class TrainRequest:
     dry_run: bool
     progress: bool
     threads: int | None
+    progress_file: Path | None = None
+    """Where to write the run's progress JSON (agents.groups.ProgressFile), if anywhere."""
 
 
 def _description() -> str:
@@ -374,9 +387,11 @@ def _description() -> str:
             f"Presets (--preset NAME; options given with it override it):\n{presets}")
 
 
-def _command_flags() -> dict[str, tuple[str, ...]]:
+def command_flags() -> dict[str, tuple[str, ...]]:
+    """{name: its flags} for every option of train_rl.py (config fields by dotted path)."""
     flags = dict(config_flags())
-    for name in ("lr", "resume", "threads", "no_progress", "dry_run"):
+    for name in ("lr", "resume", "threads", "no_progress", "dry_run", "seeds", "max_parallel",
+                 "progress_file"):
         flags[name] = ("--" + name.replace("_", "-"),)
     return flags
 
@@ -390,17 +405,40 @@ def parse_train_args(argv: Sequence[str]) -> TrainRequest:
     """train_rl.py's argv -> what to do. UsageError / ConfigError / CheckpointError (one line)
     for bad input."""
     options = parse(TrainOptions, argv, prog=PROG, description=_description())
-    given = given_options(argv, _command_flags())
+    given = given_options(argv, command_flags())
     if options.threads is not None and options.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {options.threads}")
+    if options.max_parallel is not None:
+        raise UsageError("--max-parallel applies to a group of runs (a comma list in --core or "
+                         "--seeds, or --resume of a group dir)")
     values = options.config
+    if options.seeds is not None:
+        _single_seed(options.seeds, values, given)
     if options.resume:
         cfg, resume_from, step = _resume_config(options.resume, values, given)
     else:
         cfg, resume_from, step = _new_config(values, given, options.lr), None, 0
     return TrainRequest(config=cfg, resume_from=resume_from, start_step=step,
                         dry_run=options.dry_run, progress=not options.no_progress,
-                        threads=options.threads)
+                        threads=options.threads,
+                        progress_file=Path(options.progress_file) if options.progress_file
+                        else None)
+
+
+def _single_seed(text: str, values: dict[str, Any], given: dict[str, str]) -> None:
+    """--seeds with one value is --seed (a list is a group: agents.groups)."""
+    from .groups import parse_seeds
+
+    seeds = parse_seeds(text)
+    if len(seeds) > 1:
+        raise UsageError(f"--seeds {text} makes a group of runs: train_rl.py runs it "
+                         "(agents.groups); this parser reads one run")
+    if "seed" in given:
+        raise UsageError(f"give --seeds {text} or --seed {values['seed']}, not both")
+    if "resume" in given:
+        return  # rejected with the other options --resume does not allow
+    values["seed"] = seeds[0]
+    given["seed"] = "--seeds"
 
 
 def config_from_args(argv: Sequence[str]) -> TrainConfig:

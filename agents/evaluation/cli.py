@@ -110,6 +110,12 @@ class EvalOptions:
     adapt_steady: Annotated[int | None, _arg("(default: max(K, shortest block // 2))",
                                              metavar="M")] = None
     """Steady state: episodes >= M since the switch."""
+    group_by: Annotated[str | None, _arg("(default: core, for group dirs)", metavar="KEY")
+                        ] = None
+    """Compare groups of runs: group the runs (of group dirs made by train_rl.py --core a,b
+    --seeds ..., or run dirs) by this config key (core, seed, algo, or dotted such as
+    model.hidden_size, ppo.lr) and report per group mean, median, IQM and optimality gap with
+    bootstrap CIs over runs, and the probability of improvement between groups."""
 
 
 @dataclass
@@ -233,6 +239,47 @@ def run_eval(argv: list[str]) -> int:
         raise UsageError(f"--{stream_only[0].replace('_', '-')} needs --stream")
     if args.episodes is None:
         args.episodes = DEFAULT_EPISODES
+    check_eval_args(args)
+    from .groups import is_group_eval
+
+    if is_group_eval(args):
+        from .groups import run_group_eval
+
+        return run_group_eval(args, argv)
+    splits = resolve_splits(args)
+    from agents.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    from agents.checkpoint import load_agent
+
+    names = agent_names(args.agents)
+    loaded = [load_agent(path, device=device) for path in args.agents]
+    out = Path(args.out or _default_out())
+    results = evaluate_agents(args, names, loaded, splits, device, out)
+
+    from .report import write_results
+
+    meta = {"command": "eval_rl.py " + " ".join(argv),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    written = write_results(out, results, meta)
+    from . import plots
+
+    for split, _, _ in splits:
+        written.append(plots.score_bars(results, split, out / f"scores_{split}.png"))
+    if len(results) > 1:
+        print((out / "comparison.md").read_text(), flush=True)
+    print(f"wrote {', '.join(str(p) for p in written)} and per-agent plots under {out}/<agent>/",
+          file=sys.stderr)
+    return 0
+
+
+def check_eval_args(args: EvalOptions) -> None:
+    """UsageError (one line) for option values that cannot work, before anything loads."""
     if args.episodes < 1:
         raise UsageError(f"--episodes must be >= 1, got {args.episodes}")
     if args.num_envs is not None and args.num_envs < 1:
@@ -255,29 +302,23 @@ def run_eval(argv: list[str]) -> int:
             raise UsageError(f"--video-envs must be >= 1, got {args.video_envs}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
-    splits = resolve_splits(args)
-    from agents.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    if args.threads is not None:
-        import torch
 
-        torch.set_num_threads(args.threads)
-
-    from agents.checkpoint import load_agent
+def evaluate_agents(args: EvalOptions, names: list[str], loaded: list, splits, device,
+                    out: Path, *, quiet: bool = False) -> list:
+    """Play every loaded agent on every split (checked against its games first) and return
+    their AgentResults; per-agent plots go to out/<agent>/<split>/. quiet: one line per agent
+    and split instead of its table."""
     from envs import SCORE_MODES, SYNTHETIC_TASKS, resolve_games, score_mode
 
-    names = agent_names(args.agents)
-    loaded = [load_agent(path, device=device) for path in args.agents]
     if args.games is not None:
         try:
             games_override = resolve_games(args.games)
         except ValueError as e:
             raise UsageError(f"--games: {e}") from None
 
-    from .report import AgentResult, write_results
+    from .report import AgentResult, agent_table
 
-    out = Path(args.out or _default_out())
     results: list[AgentResult] = []
     # Check every agent against its games before playing anything (fail in seconds, not
     # after the first agent's evaluation).
@@ -289,14 +330,17 @@ def run_eval(argv: list[str]) -> int:
         except ValueError as e:
             raise UsageError(f"checkpoint {str(agent.path)!r}: {e}") from None
         num_envs = _num_envs(args, games)
-        env_actions, policy_actions = _env_num_actions(games), _num_actions(agent.policy)
+        # a synthetic task is played with the parameters it was trained with
+        task_kwargs = dict(cfg.task_kwargs) if games == list(cfg.games) else {}
+        env_actions = _env_num_actions(games, task_kwargs)
+        policy_actions = _num_actions(agent.policy)
         if policy_actions is not None and env_actions != policy_actions:
             raise UsageError(f"agent {name!r} has {policy_actions} actions but "
                              f"{', '.join(games)} has {env_actions}; evaluate it on games with "
                              f"{policy_actions} actions")
-        plans.append((name, agent, games, num_envs))
+        plans.append((name, agent, games, num_envs, task_kwargs))
 
-    for name, agent, games, num_envs in plans:
+    for i, (name, agent, games, num_envs, task_kwargs) in enumerate(plans):
         cfg = agent.config
         state_reset = args.state_reset or cfg.state_reset
         dist = args.distribution_mode or cfg.distribution_mode
@@ -326,25 +370,17 @@ def run_eval(argv: list[str]) -> int:
             res = evaluate_split(agent.policy, name, split, start, num, games=games,
                                  args=args, num_envs=num_envs, state_reset=state_reset,
                                  unroll=int(cfg.unroll or 1), dist=dist, device=device,
-                                 core=cfg.model.core, out=out, video=video)
+                                 core=cfg.model.core, out=out, video=video,
+                                 task_kwargs=task_kwargs)
             result.splits[split] = res
-            from .report import agent_table
-
-            print(agent_table(result, res) + "\n", flush=True)
+            if quiet:
+                print(f"eval_rl.py: [{i + 1}/{len(plans)}] {name} on {split}: mean normalized "
+                      f"score {res.aggregate.mean:.3f} ({args.episodes} episodes per game, "
+                      f"{res.play.seconds:.1f} s)", file=sys.stderr, flush=True)
+            else:
+                print(agent_table(result, res) + "\n", flush=True)
         results.append(result)
-
-    meta = {"command": "eval_rl.py " + " ".join(argv),
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    written = write_results(out, results, meta)
-    from . import plots
-
-    for split, _, _ in splits:
-        written.append(plots.score_bars(results, split, out / f"scores_{split}.png"))
-    if len(results) > 1:
-        print((out / "comparison.md").read_text(), flush=True)
-    print(f"wrote {', '.join(str(p) for p in written)} and per-agent plots under {out}/<agent>/",
-          file=sys.stderr)
-    return 0
+    return results
 
 
 def _default_out(suffix: str = "") -> Path:
@@ -366,8 +402,11 @@ def _num_envs(args, games: list[str]) -> int:
 
 
 def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, state_reset,
-                   unroll, dist, device, core, out: Path, video: Path | None):
-    """Play one agent on one split, score it and draw its per-agent plots."""
+                   unroll, dist, device, core, out: Path, video: Path | None,
+                   task_kwargs: dict[str, Any] | None = None):
+    """Play one agent on one split, score it and draw its per-agent plots (task_kwargs: the
+    parameters of a synthetic task)."""
+    task_kwargs = dict(task_kwargs or {})
     from envs import make_env, normalized_score, score_mode
 
     from . import plots
@@ -377,7 +416,7 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
 
     try:
         env = make_env(games, num_envs, distribution_mode=dist, num_levels=num,
-                       start_level=start, seed=args.seed)
+                       start_level=start, seed=args.seed, **task_kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
     try:
@@ -415,7 +454,7 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
     mode = score_mode(dist)
 
     def normalizer(g):
-        return lambda r: normalized_score(g, r, mode)
+        return lambda r: normalized_score(g, r, mode, task_kwargs=task_kwargs or None)
 
     norms = {g: normalizer(g) for g in games}
     by_game = {g: [e.ret for e in played.episodes if e.game == g] for g in games}
@@ -439,14 +478,14 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
     return res
 
 
-def _env_num_actions(games: list[str]) -> int:
+def _env_num_actions(games: list[str], task_kwargs: dict[str, Any] | None = None) -> int:
     """Actions of the env for these games: 15 for ProcGen (docs/SPEC.md, section 6); a
     synthetic task is asked (a one-env instance is cheap)."""
     from envs import SYNTHETIC_TASKS, make_env
 
     if games[0] not in SYNTHETIC_TASKS:
         return 15
-    env = make_env(games, 1)
+    env = make_env(games, 1, **(task_kwargs or {}))
     try:
         return int(env.action_space.n)
     finally:
