@@ -59,6 +59,10 @@ class EvalOptions:
         "(default: 200 per game; with --stream one pass of the schedule per slot)")] = None
     """Episodes per game (200, as published); with --stream, episodes per env slot in total
     (each slot counts its first N episodes of the stream)."""
+    warmup_episodes: int = 4
+    """Besides the mean over all episodes, report each game's return of every env's first
+    episode (from a fresh zero state) and its mean after this many warm-up episodes (episode
+    index >= K in each env's stream, the state carried as the run's state reset says)."""
     sample: tyro.conf.FlagCreatePairsOff[bool] = False
     """Sample actions from the policy (default: greedy argmax)."""
     state_reset: Annotated[StateReset | None, _arg("(default: as trained)")] = None
@@ -302,6 +306,8 @@ def check_eval_args(args: EvalOptions) -> None:
             raise UsageError(f"--video-envs must be >= 1, got {args.video_envs}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    if args.warmup_episodes < 1:
+        raise UsageError(f"--warmup-episodes must be >= 1, got {args.warmup_episodes}")
 
 
 def evaluate_agents(args: EvalOptions, names: list[str], loaded: list, splits, device,
@@ -466,7 +472,7 @@ def evaluate_split(policy, name, split, start, num, *, games, args, num_envs, st
     agg = aggregate(by_game, norms, seed=args.seed * 7919 + len(games),
                     n_resamples=args.bootstrap_resamples)
     res = SplitResult(split=split, start_level=start, num_levels=num, distribution_mode=dist,
-                      games=scores, aggregate=agg, play=played)
+                      games=scores, aggregate=agg, play=played, warmup=args.warmup_episodes)
     d = out / name / split
     carry = {"never": "state carried across episodes", "episode": "state reset every episode",
              "span": f"state reset every {unroll} steps and every episode"}[state_reset]

@@ -28,6 +28,8 @@ class SplitResult:
     aggregate: AggregateScore
     play: PlayResult
     overlaps_training: bool = False
+    warmup: int = 4
+    """K of `fresh_and_warm`."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class SplitResult:
             "games": {g: s.to_dict() for g, s in self.games.items()},
             "aggregate": self.aggregate.to_dict(),
             "return_by_episode_index": return_by_episode_index(self.play.episodes),
+            "fresh_and_warm": fresh_and_warm(self.play.episodes, self.warmup),
             "steps": self.play.steps,
             "env_steps": self.play.env_steps,
             "seconds": round(self.play.seconds, 3),
@@ -82,6 +85,21 @@ def return_by_episode_index(episodes: list[Episode]) -> dict[str, list[dict[str,
                 for i, v in sorted(d.items())] for g, d in by.items()}
 
 
+def fresh_and_warm(episodes: list[Episode], k: int) -> dict[str, dict[str, float | int | None]]:
+    """Per game: the mean return of every env's first episode (index 0: the agent starts from a
+    zero state) and the mean over episodes with index >= k (after k warm-up episodes), with
+    their counts. None where no episode qualifies."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for game in dict.fromkeys(e.game for e in episodes):
+        first = [e.ret for e in episodes if e.game == game and e.index == 0]
+        warm = [e.ret for e in episodes if e.game == game and e.index >= k]
+        out[game] = {"fresh_mean_return": sum(first) / len(first) if first else None,
+                     "fresh_episodes": len(first), "warmup": k,
+                     "warm_mean_return": sum(warm) / len(warm) if warm else None,
+                     "warm_episodes": len(warm)}
+    return out
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
@@ -108,16 +126,20 @@ def agent_table(agent: AgentResult, split: SplitResult) -> str:
         f"{split.distribution_mode}; step {agent.global_step:,})"
     )
     rows = []
+    fw = fresh_and_warm(split.play.episodes, split.warmup)
     for g, s in split.games.items():
+        f = fw.get(g, {})
         rows.append([
             g, str(s.episodes), fmt(s.mean_return, 2), fmt(s.se_return, 2),
             fmt_ci(s.return_ci, 2), fmt(s.normalized), fmt_ci(s.normalized_ci),
+            fmt(f.get("fresh_mean_return"), 2), fmt(f.get("warm_mean_return"), 2),
         ])
     a = split.aggregate
-    rows.append(["**mean (normalized)**", "", "", "", "", fmt(a.mean), fmt_ci(a.mean_ci)])
-    rows.append(["**IQM (normalized)**", "", "", "", "", fmt(a.iqm), fmt_ci(a.iqm_ci)])
+    rows.append(["**mean (normalized)**", "", "", "", "", fmt(a.mean), fmt_ci(a.mean_ci), "", ""])
+    rows.append(["**IQM (normalized)**", "", "", "", "", fmt(a.iqm), fmt_ci(a.iqm_ci), "", ""])
     header = ["game", "episodes", "mean return", "SE", "95% CI (return)", "normalized",
-              "95% CI (normalized)"]
+              "95% CI (normalized)", "first episode (fresh state)",
+              f"episodes >= {split.warmup} (after warm-up)"]
     return title + "\n\n" + _table(header, rows)
 
 

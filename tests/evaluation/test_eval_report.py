@@ -113,3 +113,16 @@ def test_learning_curves_from_tensorboard_logs(tmp_path):
     assert [p.name for p in written] == ["learning_curves_games.png", "learning_curves_score.png"]
     assert curves.smooth(np.array([1.0, 1.0, 1.0]), 0.9).tolist() == [1.0, 1.0, 1.0]
     assert math.isclose(curves.smooth(np.array([0.0, 10.0]), 0.5)[1], 5 / 0.75)
+
+
+def test_fresh_and_warm_by_episode_index():
+    from agents.evaluation.report import fresh_and_warm
+    from agents.evaluation.runner import Episode
+
+    eps = [Episode("a", env, i, float(10 * env + i), 5, None) for env in range(2) for i in range(4)]
+    eps.append(Episode("b", 0, 0, 3.0, 5, None))
+    out = fresh_and_warm(eps, 2)
+    # game a: index 0 returns 0 and 10; index >= 2: 2, 3, 12, 13
+    assert out["a"] == {"fresh_mean_return": 5.0, "fresh_episodes": 2, "warmup": 2,
+                        "warm_mean_return": 7.5, "warm_episodes": 4}
+    assert out["b"]["fresh_mean_return"] == 3.0 and out["b"]["warm_mean_return"] is None
