@@ -112,10 +112,11 @@ class TrainConfig:
     """State lifetime: `never` carries the core state across episodes, `episode` resets it at
     every episode start, `span` also resets it at the start of every unroll segment."""
 
-    state_lifetime: float = 0.0
+    state_lifetime: float = 4.0
     """Mean number of episodes a carried core state lives: at every episode end the state is
     reset with probability 1/state_lifetime (geometric lifetimes), so the agent meets fresh
-    starts as well as long carries. 0: no lifetime (only state_reset resets)."""
+    starts as well as long carries. 0: no lifetime (only state_reset resets). Default 4
+    (measured: benchmarks/RESULTS.md, "SRWM learnability")."""
 
     total_steps: StepCount = 25_000_000
     """Environment steps to train for (all envs together); the run stops at the first update

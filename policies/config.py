@@ -51,27 +51,27 @@ class ModelConfig:
     """Detach the SRWM state after every step (the published code's behaviour; no gradient
     through the self-modification). Default False: backpropagate through the whole unroll."""
 
-    srwm_pre_ln: bool = False
+    srwm_pre_ln: bool = True
     """LayerNorm on the residual stream before the SRWM heads: x_t = softmax(LN(h_t)[head]).
-    Departs from docs/SPEC.md, section 1 (off by default); see policies/srwm/README.md."""
+    Departs from docs/SPEC.md, section 1 (SPEC: off); see policies/srwm/README.md."""
 
-    srwm_qk_init_scale: float = 1.0
+    srwm_qk_init_scale: float = 16.0
     """Init std of the q and k row blocks of W0 is this times 1/sqrt(d) (docs/SPEC.md: 1). Larger
     values make the queries and keys distinct at init (see policies/srwm/README.md)."""
 
-    srwm_beta_init: float = 0.0
+    srwm_beta_init: float = 2.0
     """Init mean of the 4 learning-rate rows of W0 (docs/SPEC.md: 0): an offset on the rates'
     logits, sigmoid(beta_init) at init. The published code uses -1 or 0."""
 
-    srwm_input_scale: float = 1.0
+    srwm_input_scale: float = 2.0
     """Fixed factor on the SRWM head input before its softmax (after the LayerNorm when
     srwm_pre_ln): values > 1 make x_t = softmax(.) sharper (docs/SPEC.md: 1)."""
 
-    srwm_state_decay: float = 1.0
+    srwm_state_decay: float = 0.99
     """lambda in (0, 1]: before every step the SRWM's modification decays toward W0,
     S <- lambda S (1 = none, as in SPEC). Bounds what a carried state can accumulate."""
 
-    srwm_w0_scale: float = 1.0
+    srwm_w0_scale: float = 3.0
     """The SRWM's W0 is stored divided by this factor and multiplied back when used: with
     Adam or RMSprop its effective learning rate is this many times the learner's (1 = SPEC)."""
 

@@ -134,7 +134,8 @@ def core_params(name, D, hidden=128, L=2, H=8, d=16, ff=512, lstm=256):
         return 4 * lstm * (D + lstm) + 8 * lstm
     stack = D * hidden + hidden + L * (2 * hidden + hidden * ff + ff + ff * hidden + hidden)
     memory = {
-        "srwm": H * (3 * d + 4) * d + hidden * hidden,
+        # + the LayerNorm before the heads (srwm_pre_ln, on by default): gain and bias
+        "srwm": H * (3 * d + 4) * d + hidden * hidden + 2 * hidden,
         "fake-sr": H * d * d + hidden * hidden,
         "deltanet": 2 * hidden + hidden * H * (3 * d + 1) + hidden * hidden,
         "ff": 0,
