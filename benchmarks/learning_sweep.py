@@ -96,14 +96,17 @@ def summarize(rows: list[dict]) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[r["name"]].append(r)
-    lines = ["| run | seeds learned | median steps to success | final score per seed | "
-             "lowest after success |", "|---|---|---|---|---|"]
+    lines = ["| run | task, learner, core, budget | seeds learned | median steps to success | "
+             "final score per seed | lowest after success |", "|---|---|---|---|---|---|"]
     for name, rs in groups.items():
         rs.sort(key=lambda r: r["seed"])
         steps = [r["steps_to_success"] for r in rs if r["steps_to_success"] is not None]
         med = f"{statistics.median(steps) / 1000:.1f}k" if steps else "-"
         mins = [r["min_after_success"] for r in rs if r["min_after_success"] is not None]
-        lines.append(f"| {name} | {sum(r['learned'] for r in rs)} / {len(rs)} | {med} | "
+        first = rs[0]
+        what = (f"{first['task']} {first.get('task_kwargs') or ''}, {first['algo']}, "
+                f"{first['core']}, {first['steps'] / 1000:g}k")
+        lines.append(f"| {name} | {what} | {sum(r['learned'] for r in rs)} / {len(rs)} | {med} | "
                      + " ".join(f"{r['final']:.2f}" for r in rs) + " | "
                      + (f"{min(mins):.2f}" if mins else "-") + " |")
     return "\n".join(lines)
@@ -114,11 +117,12 @@ def main(argv=None) -> int:
     parser.add_argument("runs", type=Path, nargs="?")
     parser.add_argument("--workers", type=int, default=max(1, mp.cpu_count() - 1))
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
-    parser.add_argument("--summary", type=Path, default=None,
-                        help="print the Markdown summary of a results file and exit")
+    parser.add_argument("--summary", type=Path, nargs="+", default=None,
+                        help="print the Markdown summary of these results files and exit")
     args = parser.parse_args(argv)
     if args.summary is not None:
-        rows = [json.loads(line) for line in args.summary.read_text().splitlines() if line]
+        rows = [json.loads(line) for path in args.summary
+                for line in path.read_text().splitlines() if line]
         print(summarize(rows))
         return 0
     if args.runs is None:

@@ -86,7 +86,10 @@ def test_every_preset_is_accepted(tmp_path, capsys, preset):
     assert cfg.preset == preset and cfg.model.core == "srwm"
     for key, value in PRESETS[preset].items():
         if key not in ("games", "total_steps", "model.core"):
-            assert getattr(cfg, key) == value
+            target = cfg
+            for part in key.split(".")[:-1]:
+                target = getattr(target, part)
+            assert getattr(target, key.split(".")[-1]) == value, key
     assert len(cfg.games) >= 1 and cfg.num_envs % len(cfg.games) == 0
     assert not (tmp_path / "r").exists()
 

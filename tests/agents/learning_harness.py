@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.config import PRESETS, TrainConfig
 from agents.learners import make_learner
 from agents.ppo import PPOConfig
 from agents.rollout import RolloutCollector
@@ -28,8 +29,12 @@ from agents.vtrace import VTraceConfig
 from envs import make_env
 from policies import ModelConfig, build_actor_critic
 
-TINY_SIZES = dict(cnn_channels=(4, 8, 8), cnn_out=32, hidden_size=32, num_heads=2, head_size=16,
-                  ff_size=64, lstm_size=32)
+PRESET = "memory-tiny"
+"""The package preset whose settings (tiny agent, envs, unroll, learner settings, state reset
+and lifetime) `package_setup` uses: the learning tests train with exactly what a user gets from
+`train_rl.py --preset memory-tiny`."""
+TINY_SIZES = {k.split(".", 1)[1]: v for k, v in PRESETS[PRESET].items()
+              if k.startswith("model.") and k != "model.core"}
 SUCCESS = {"cue-recall": 0.9, "switching-bandit": 0.8}
 EVAL_ENVS = 64
 EVAL_SEED = 12345
@@ -56,6 +61,19 @@ class Setup:
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(core=self.core, **{**TINY_SIZES, **self.model})
+
+
+def package_setup(task: str, core: str, algo: str, steps: int, seed: int = 0,
+                  task_kwargs: dict[str, Any] | None = None) -> Setup:
+    """A Setup with the package's defaults and the `memory-tiny` preset, only the task, core,
+    learner, budget and seed chosen."""
+    cfg = TrainConfig.from_preset(PRESET, games=[task], algo=algo,
+                                  **{"model.core": core}).resolved()
+    model = {k: v for k, v in cfg.model.to_dict().items() if k != "core"}
+    return Setup(task=task, task_kwargs=dict(task_kwargs or {}), core=core, algo=algo,
+                 steps=steps, seed=seed, num_envs=int(cfg.num_envs), unroll=int(cfg.unroll),
+                 state_reset=cfg.state_reset, state_lifetime=cfg.state_lifetime, model=model,
+                 ppo=cfg.ppo, vtrace=cfg.vtrace)
 
 
 @dataclass
