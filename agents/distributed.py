@@ -362,6 +362,10 @@ def guard_rank(prog: str, main: Any) -> int:
         import traceback
 
         traceback.print_exc()
-        print(f"{prog}: error on rank {world.rank} of {world.world_size}: "
-              f"{type(e).__name__}: {one_line(e)[:300]}", file=sys.stderr, flush=True)
+        text = one_line(e)
+        hint = ("a collective failed: another rank died, raised or hung (see its log above); "
+                if any(w in text for w in ("gloo", "NCCL", "Connection", "Timed out",
+                                           "timeout")) else "")
+        print(f"{prog}: error on rank {world.rank} of {world.world_size}: {hint}"
+              f"{type(e).__name__}: {text[:300]}", file=sys.stderr, flush=True)
         return 1

@@ -31,6 +31,13 @@ Stopping and resuming:
   restarted fresh (new episodes, reseeded with seed + global_step so that the level sequence
   does not repeat the first run's) and the core state starts from zeros. TensorBoard points
   after the checkpoint's step (written before a kill) are purged.
+
+Under torchrun (agents/distributed.py) the same loop runs on every rank with its share of the
+envs; the hooks here: `_setup` checks the split and starts the process group (rank 0 owns the
+run dir), `train` attaches the learner (gradient all-reduce) and seeds the rank, the loop
+agrees on stopping and on time-based checkpoints after every update, `_collect_and_update`
+counts every rank's steps and episodes, `_log` averages the metrics over the ranks, `_save`
+gathers every rank's RNG state and only rank 0 writes.
 """
 
 from __future__ import annotations

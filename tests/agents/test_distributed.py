@@ -18,6 +18,10 @@ import torch
 from agents import distributed
 from agents.config import TrainConfig
 from policies.state import cat_state
+from tests.agents.dist_worker import equal_config
+
+# each test starts 2 processes: run them one after the other on one xdist worker
+pytestmark = pytest.mark.xdist_group("distributed")
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -104,9 +108,6 @@ def cat_rollouts(parts):
 
 
 def test_two_rank_updates_equal_one_process_update_of_both_rollouts(tmp_path):
-    sys.path.insert(0, str(WORKER.parent))
-    from dist_worker import equal_config
-
     from agents.trainer import build_policy_and_learner
 
     proc = run(torchrun("equal", str(tmp_path)))
@@ -234,3 +235,23 @@ def test_bad_input_is_rejected_on_every_rank_before_envs_start(tmp_path):
     assert proc.stderr.count(line) == 2, proc.stderr[-3000:]  # once per rank, exit 2 each
     assert "exitcode  : 2" in proc.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.learning
+def test_cue_recall_lstm_ppo_learns_with_two_ranks(tmp_path):
+    """The lstm cue-recall learning test (tests/agents/test_learning.py) trained by 2 ranks:
+    `torchrun --nproc-per-node 2 train_rl.py --preset memory-tiny --core lstm` (16 envs in
+    total, 8 per rank), then the checkpoint is scored as the learning tests score."""
+    from agents.checkpoint import load_agent
+    from tests.agents.learning_harness import evaluate, package_setup
+
+    run_dir = tmp_path / "run"
+    cmd = torchrun("train", str(tmp_path / "out"), "--", "--preset", "memory-tiny", "--core",
+                   "lstm", "--total-steps", "20000", "--seed", "0", "--threads", "1",
+                   "--no-progress", "--run-dir", str(run_dir))
+    proc = run(cmd, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    agent = load_agent(run_dir)
+    assert agent.global_step >= 20_000
+    setup = package_setup("cue-recall", "lstm", "ppo", 20_000, seed=0)
+    assert evaluate(agent.policy, setup).score >= 0.9
