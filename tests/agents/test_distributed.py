@@ -227,6 +227,7 @@ def test_sigterm_stops_every_rank_after_a_checkpoint(tmp_path):
 def test_bad_input_is_rejected_on_every_rank_before_envs_start(tmp_path):
     run_dir, out = tmp_path / "run", tmp_path / "out"
     cmd = torchrun("train", str(out), "--", "--games", "bigfish,starpilot", "--num-envs", "6",
+                   "--num-minibatches", "1",
                    "--total-steps", "512", "--run-dir", str(run_dir), *TINY_FLAGS)
     proc = run(cmd)
     assert proc.returncode != 0
