@@ -216,6 +216,12 @@ def dry_run(cfg: TrainConfig, env: VecEnv | None = None, *,
     checkpoint) without writing anything; returns a summary."""
     s = _setup(cfg, env, resume_from, create_run_dir=False)
     cfg, payload = s.cfg, s.payload
+    try:  # under torchrun: would the config split over the ranks? (no process group here)
+        distributed.check_config(cfg, distributed.world_from_env())
+    except ConfigError:
+        if s.own_env:
+            s.env.close()
+        raise
     try:
         policy, learner = build_policy_and_learner(cfg, int(s.env.action_space.n), s.device)
         if payload is not None:
