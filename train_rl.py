@@ -29,7 +29,13 @@ def run(argv: list[str] | None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if is_group_command(argv):
+        from agents.distributed import world_from_env
+        from agents.errors import UsageError
         from agents.groups import run_group_command
+
+        if world_from_env().distributed:
+            raise UsageError("a group of runs (a list in --core / --seeds, or --resume of a "
+                             "group dir) cannot run under torchrun; start one torchrun per run")
 
         return run_group_command(argv)
     request = parse_train_args(argv)
