@@ -69,6 +69,27 @@ def test_single_process_initialises_nothing():
     assert distributed.rank_seed(7, 0) == 7 and distributed.rank_seed(7, 1) != 7
 
 
+def test_rank_rng_streams_are_restored_with_the_same_world_size_only():
+    from agents import checkpoint as ckpt
+    from agents.runtime import seed_everything
+
+    states = []
+    for seed in (11, 12):
+        seed_everything(seed)
+        states.append(ckpt.rng_state())
+    payload = {"global_step": 100, "rng_ranks": states}
+    distributed.seed_rank(distributed.World(1, 2, 1), 0, payload)  # same world size
+    assert torch.equal(torch.get_rng_state(), states[1]["torch"])
+    distributed.seed_rank(distributed.World(1, 3, 1), 0, payload)  # another: fresh stream
+    after = torch.get_rng_state()
+    seed_everything(distributed.rank_seed(0 + 100, 1))
+    assert torch.equal(after, torch.get_rng_state())
+    seed_everything(5)
+    before = torch.get_rng_state()
+    distributed.seed_rank(distributed.World(0, 3, 0), 0, payload)  # rank 0 keeps its stream
+    assert torch.equal(before, torch.get_rng_state())
+
+
 @pytest.mark.parametrize("games,algo,num_envs,split,bad", [
     ("cue-recall", "ppo", 6, 2, "num_envs 6 does not split over 4 ranks"),
     ("bigfish,starpilot", "ppo", 12, 2, "3 envs per rank, not a multiple of the 2 games"),
@@ -205,6 +226,32 @@ def test_a_killed_rank_ends_the_job_with_an_error_in_bounded_time(tmp_path):
         pytest.fail("the job did not end within 90 s of a rank being killed")
     assert proc.returncode != 0
     assert "rank: 1" in err  # torchrun names the failed rank
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_hung_rank_makes_the_others_fail_after_the_collective_timeout(tmp_path):
+    """Rank 1 frozen (SIGSTOP): rank 0's next collective times out after SRWM_DIST_TIMEOUT_S
+    and rank 0 exits with one line naming its rank. (torchrun would then kill the frozen
+    rank after its own shutdown timeout, 30 s; the test kills it itself.)"""
+    proc, run_dir, out = start_long_run(tmp_path, SRWM_DIST_TIMEOUT_S="10")
+    pid0, pid1 = (int((out / f"pid_{r}").read_text()) for r in range(2))
+    os.kill(pid1, signal.SIGSTOP)
+    try:
+        rank0_ended = wait_for(lambda: not alive(pid0), 90)
+    finally:
+        os.kill(pid1, signal.SIGKILL)
+    _, err = proc.communicate(timeout=90)
+    assert rank0_ended, "rank 0 was still waiting 90 s after rank 1 froze"
+    assert proc.returncode != 0
+    assert "train_rl.py: error on rank 0 of 2: a collective failed" in err, err[-3000:]
+    assert "Timed out" in err
 
 
 def test_sigterm_stops_every_rank_after_a_checkpoint(tmp_path):
