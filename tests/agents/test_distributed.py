@@ -271,18 +271,29 @@ def test_sigterm_stops_every_rank_after_a_checkpoint(tmp_path):
     assert "train_rl.py: stopped by SIGTERM at step" in err, err[-3000:]
 
 
-def test_bad_input_is_rejected_on_every_rank_before_envs_start(tmp_path):
+@pytest.mark.parametrize("case", ["split", "run dir"])
+def test_bad_input_is_rejected_on_every_rank_before_envs_start(tmp_path, case):
     run_dir, out = tmp_path / "run", tmp_path / "out"
-    cmd = torchrun("train", str(out), "--", "--games", "bigfish,starpilot", "--num-envs", "6",
-                   "--num-minibatches", "1",
+    if case == "split":  # checked on every rank before the process group starts
+        opts = ["--num-envs", "6", "--num-minibatches", "1"]
+        line = ("train_rl.py: error: num_envs 6 gives 3 envs per rank, not a multiple of the 2 "
+                "games")
+    else:  # checked by rank 0, which tells the others
+        opts = ["--num-envs", "8", "--num-minibatches", "2"]
+        run_dir.mkdir()
+        (run_dir / "notes.txt").write_text("mine")
+        line = f"train_rl.py: error: run dir {str(run_dir)!r} exists and is not empty"
+    cmd = torchrun("train", str(out), "--", "--games", "bigfish,starpilot", *opts,
                    "--total-steps", "512", "--run-dir", str(run_dir), *TINY_FLAGS)
     proc = run(cmd)
     assert proc.returncode != 0
-    line = ("train_rl.py: error: num_envs 6 gives 3 envs per rank, not a multiple of the 2 "
-            "games")
     assert proc.stderr.count(line) == 2, proc.stderr[-3000:]  # once per rank, exit 2 each
-    assert "exitcode  : 2" in proc.stderr
-    assert not run_dir.exists()
+    assert "exitcode  : 2" in proc.stderr  # torchrun lists the rank(s) it saw exit first
+    assert not (out / "rank_0.pt").exists()  # no training loop ran
+    if case == "split":
+        assert not run_dir.exists()
+    else:
+        assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.learning
