@@ -8,9 +8,10 @@ train: train_rl.py's main with the given options; every rank also writes OUT_DIR
 at the start and, at the end of the run, OUT_DIR/rank_<rank>.pt (its parameters, the games of
 its envs, its step and update counters). The process exits with train_rl.py's exit code.
 
-equal: for PPO and V-trace, two updates of a data-parallel learner on each rank's own
-rollouts; every rank saves its rollouts and its parameters before and after
-(OUT_DIR/<algo>_rank<rank>.pt), for the test to replay the same updates in one process.
+equal: for PPO and V-trace with the lstm and the srwm core, two updates of a data-parallel
+learner on each rank's own rollouts; every rank saves its rollouts and its parameters before
+and after (OUT_DIR/<algo>_<core>_rank<rank>.pt), for the test to replay the same updates in
+one process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ TINY = dict(cnn_channels=(4, 8, 8), cnn_out=32, hidden_size=32, num_heads=2, hea
             lstm_size=32, core="lstm")
 
 
-def equal_config(algo: str):
+CASES = [("ppo", "lstm"), ("vtrace", "lstm"), ("ppo", "srwm"), ("vtrace", "srwm")]
+
+
+def equal_config(algo: str, core: str = "lstm"):
     from agents.config import TrainConfig
     from agents.ppo import PPOConfig
     from agents.vtrace import VTraceConfig
@@ -36,7 +40,7 @@ def equal_config(algo: str):
 
     return TrainConfig(
         games=["cue-recall"], algo=algo, num_envs=8, unroll=6, total_steps=10_000,
-        state_reset="never", model=ModelConfig(**TINY),
+        state_reset="never", model=ModelConfig(**{**TINY, "core": core}),
         ppo=PPOConfig(lr=2e-3, epochs=2, num_minibatches=1),
         vtrace=VTraceConfig(lr=2e-3, optimizer="adam", epochs=2, batch_size=8),
     ).resolved()
@@ -50,8 +54,8 @@ def equal(out: Path) -> int:
     world = distributed.world_from_env()
     sync = distributed.start(world, torch.device("cpu"))
     assert sync is not None
-    for algo in ("ppo", "vtrace"):
-        cfg = equal_config(algo)
+    for algo, core in CASES:
+        cfg = equal_config(algo, core)
         torch.manual_seed(0)
         env = build_env(cfg, 0, world)
         policy, learner = build_policy_and_learner(cfg, int(env.action_space.n),
@@ -68,7 +72,7 @@ def equal(out: Path) -> int:
             rollouts.append(rollout)
         env.close()
         torch.save({"before": before, "rollouts": rollouts, "after": policy.state_dict()},
-                   out / f"{algo}_rank{world.rank}.pt")
+                   out / f"{algo}_{core}_rank{world.rank}.pt")
     distributed.stop(sync)
     return 0
 

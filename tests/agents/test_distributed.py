@@ -18,7 +18,7 @@ import torch
 from agents import distributed
 from agents.config import TrainConfig
 from policies.state import cat_state
-from tests.agents.dist_worker import equal_config
+from tests.agents.dist_worker import CASES, equal_config
 
 # each test starts 2 processes: run them one after the other on one xdist worker
 pytestmark = pytest.mark.xdist_group("distributed")
@@ -133,13 +133,13 @@ def test_two_rank_updates_equal_one_process_update_of_both_rollouts(tmp_path):
 
     proc = run(torchrun("equal", str(tmp_path)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for algo in ("ppo", "vtrace"):
-        r0, r1 = (torch.load(tmp_path / f"{algo}_rank{r}.pt", weights_only=False)
+    for algo, core in CASES:
+        r0, r1 = (torch.load(tmp_path / f"{algo}_{core}_rank{r}.pt", weights_only=False)
                   for r in range(2))
         assert_bitwise_equal(r0["before"], r1["before"])
         assert_bitwise_equal(r0["after"], r1["after"])  # the ranks agree bit for bit
         assert not torch.equal(r0["rollouts"][0].obs, r1["rollouts"][0].obs)  # own envs
-        cfg = equal_config(algo)
+        cfg = equal_config(algo, core)
         n_actions = r0["before"]["heads.policy.bias"].numel()
         policy, learner = build_policy_and_learner(cfg, n_actions, torch.device("cpu"))
         policy.load_state_dict(r0["before"])
@@ -147,7 +147,8 @@ def test_two_rank_updates_equal_one_process_update_of_both_rollouts(tmp_path):
             learner.update(cat_rollouts([r0["rollouts"][k], r1["rollouts"][k]]))
         moved = 0.0
         for k, v in policy.state_dict().items():
-            torch.testing.assert_close(v, r0["after"][k], rtol=1e-4, atol=1e-5, msg=k)
+            torch.testing.assert_close(v, r0["after"][k], rtol=1e-4, atol=1e-5,
+                                       msg=f"{algo} {core} {k}")
             moved = max(moved, float((v - r0["before"][k]).abs().max()))
         assert moved > 1e-4  # the updates did change the parameters
 
