@@ -151,8 +151,10 @@ def check_config(cfg: TrainConfig, world: World) -> None:
         return
     w, n, games = world.world_size, int(cfg.num_envs), len(cfg.games)
     per = n // w
+    unit = w * _lcm_hint(cfg, w)
     hint = (f"(--num-envs is the total over the {w} ranks; each rank needs a multiple of "
-            f"{_lcm_hint(cfg, w)}, e.g. --num-envs {w * _lcm_hint(cfg, w)})")
+            f"{_lcm_hint(cfg, w)}: valid totals are multiples of {unit}, e.g. "
+            f"{unit * max(1, -(-n // unit))})")
     if n % w:
         raise ConfigError(f"num_envs {n} does not split over {w} ranks {hint}")
     if per % games:
