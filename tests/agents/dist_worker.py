@@ -6,7 +6,8 @@
 
 train: train_rl.py's main with the given options; every rank also writes OUT_DIR/pid_<rank>
 at the start and, at the end of the run, OUT_DIR/rank_<rank>.pt (its parameters, the games of
-its envs, its step and update counters). The process exits with train_rl.py's exit code.
+its envs, its step, update and episode counters: all ranks' and its own). The process exits
+with train_rl.py's exit code.
 
 equal: for PPO and V-trace with the lstm and the srwm core, two updates of a data-parallel
 learner on each rank's own rollouts; every rank saves its rollouts and its parameters before
@@ -86,10 +87,19 @@ def train(out: Path, argv: list[str]) -> int:
     original = trainer.Trainer.run
 
     def run_and_dump(self):
+        collect, local = self.collector.collect, [0]
+
+        def counting_collect():
+            rollout = collect()
+            local[0] += len(rollout.episodes)
+            return rollout
+
+        self.collector.collect = counting_collect
         result = original(self)
         torch.save({"params": self.policy.state_dict(),
                     "env_games": list(getattr(self.collector.env, "env_games", [])),
                     "global_step": self.global_step, "update": self.update,
+                    "episodes": self.stats.total_episodes, "own_episodes": local[0],
                     "rng": torch.get_rng_state()}, out / f"rank_{world.rank}.pt")
         return result
 

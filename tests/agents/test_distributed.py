@@ -266,6 +266,9 @@ def test_sigterm_stops_every_rank_after_a_checkpoint(tmp_path):
         pytest.fail("the job did not stop within 90 s of SIGTERM")
     a, b = ranks(out)  # both ranks left the loop after the same update
     assert a["global_step"] == b["global_step"] and a["update"] == b["update"] > 0
+    assert a["global_step"] == a["update"] * 8 * 8  # 8 envs in total x unroll 8
+    # episode statistics: every rank counts the episodes of both ranks
+    assert a["episodes"] == b["episodes"] == a["own_episodes"] + b["own_episodes"] > 0
     assert_bitwise_equal(a["params"], b["params"])
     last = sorted((run_dir / "checkpoints").glob("ckpt_*.pt"))[-1]
     assert torch.load(last, weights_only=True)["global_step"] == a["global_step"]
