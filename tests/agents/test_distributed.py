@@ -291,7 +291,8 @@ def test_bad_input_is_rejected_on_every_rank_before_envs_start(tmp_path, case):
                    "--total-steps", "512", "--run-dir", str(run_dir), *TINY_FLAGS)
     proc = run(cmd)
     assert proc.returncode != 0
-    assert proc.stderr.count(line) == 2, proc.stderr[-3000:]  # once per rank, exit 2 each
+    # each rank prints it and exits 2, unless torchrun stopped it first (after the first exit)
+    assert 1 <= proc.stderr.count(line) <= 2, proc.stderr[-3000:]
     assert "exitcode  : 2" in proc.stderr  # torchrun lists the rank(s) it saw exit first
     assert not (out / "rank_0.pt").exists()  # no training loop ran
     if case == "split":
