@@ -65,7 +65,10 @@ Around the loop:
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -195,6 +198,45 @@ def rank_device(device: torch.device, world: World) -> torch.device:
 
 
 # ---------------------------------------------------------------------- the process group
+PROG = ["train_rl.py"]
+"""The program name that failure lines start with (set by `guard_rank`)."""
+
+
+class CollectiveError(RuntimeError):
+    """A collective failed (another rank died, raised or hung); already reported."""
+
+
+def _report(world: World, message: str) -> None:
+    """Print the one line of a failed rank at once (SIGTERM, which torchrun sends when it sees
+    the first rank fail, is ignored from here on so that the line gets out)."""
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    print(f"{PROG[0]}: error on rank {world.rank} of {world.world_size}: {message}",
+          file=sys.stderr, flush=True)
+
+
+def _collective(fn: Any) -> Any:
+    """Report a failed collective in one line naming this rank, then raise CollectiveError."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Sync, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except CollectiveError:
+            raise
+        except RuntimeError as e:
+            from .errors import one_line
+
+            msg = (f"a collective failed ({fn.__name__}): another rank died, raised or hung "
+                   f"(see its log); {type(e).__name__}: {one_line(e)[:300]}")
+            _report(self.world, msg)
+            raise CollectiveError(msg) from e
+
+    return wrapper
+
+
 class Sync:
     """The collectives a distributed run uses; one instance per process (`start`)."""
 
@@ -203,6 +245,7 @@ class Sync:
         self.device = device  # where collective tensors live (cuda for nccl, cpu for gloo)
 
     # -------------------------------------------------------------- the update
+    @_collective
     @torch.no_grad()
     def all_reduce_grads(self, params: Iterable[torch.nn.Parameter], reduction: str) -> None:
         """Sum the gradients over ranks (reduction "sum") or average them ("mean"), in place,
@@ -219,6 +262,7 @@ class Sync:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
+    @_collective
     @torch.no_grad()
     def mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and (unbiased) std of the union of every rank's x."""
@@ -244,12 +288,14 @@ class Sync:
         r = self.world.rank
         return full[:, r * b:(r + 1) * b].to(rewards.device)
 
+    @_collective
     def all_gather(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.detach().to(self.device).contiguous()
         out = [torch.empty_like(x) for _ in range(self.world.world_size)]
         dist.all_gather(out, x)
         return out
 
+    @_collective
     def broadcast_module(self, module: torch.nn.Module) -> None:
         """Rank 0's parameters and buffers on every rank."""
         with torch.no_grad():
@@ -259,6 +305,7 @@ class Sync:
                 t.copy_(buf.to(t.device))
 
     # -------------------------------------------------------------- the loop
+    @_collective
     def agree_stop(self, signal_name: str | None, due_time: bool) -> tuple[str | None, bool]:
         """(the signal any rank received, whether any rank's checkpoint clock is due)."""
         code = {v: k for k, v in _SIGNALS.items()}.get(signal_name, 15)
@@ -266,6 +313,7 @@ class Sync:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return _SIGNALS.get(int(t[0]), "SIGTERM"), bool(t[1])
 
+    @_collective
     def gather_objects(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.world.world_size
         dist.all_gather_object(out, obj)
@@ -286,6 +334,7 @@ class Sync:
             if msg is not None:
                 raise ConfigError(msg if rank == 0 else f"rank {rank}: {msg}")
 
+    @_collective
     def barrier(self) -> None:
         dist.barrier()
 
@@ -347,27 +396,24 @@ def seed_rank(world: World, seed: int, payload: Mapping[str, Any] | None) -> Non
 
 
 def guard_rank(prog: str, main: Any) -> int:
-    """Run `main()`; under torch.distributed an unexpected error (a lost rank, a failed
-    collective, a crash) prints one line naming this rank and returns 1 (the traceback is
-    printed above it). A single process runs `main()` unguarded."""
+    """Run `main()`; under torch.distributed an unexpected error (a failed collective, a crash)
+    prints one line naming this rank (before the traceback) and returns 1. A single process
+    runs `main()` unguarded."""
     world = world_from_env()
     if not world.distributed:
         return main()
     from .errors import UserError, one_line
 
+    PROG[0] = prog
     try:
         return main()
     except (UserError, KeyboardInterrupt):
         raise
+    except CollectiveError:
+        return 1  # reported where it failed
     except Exception as e:
-        import sys
         import traceback
 
+        _report(world, f"{type(e).__name__}: {one_line(e)[:300]}")
         traceback.print_exc()
-        text = one_line(e)
-        hint = ("a collective failed: another rank died, raised or hung (see its log above); "
-                if any(w in text for w in ("gloo", "NCCL", "Connection", "Timed out",
-                                           "timeout")) else "")
-        print(f"{prog}: error on rank {world.rank} of {world.world_size}: {hint}"
-              f"{type(e).__name__}: {text[:300]}", file=sys.stderr, flush=True)
         return 1
