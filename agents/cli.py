@@ -30,6 +30,7 @@ import functools
 import inspect
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -464,8 +465,8 @@ def _new_config(values: dict[str, Any], given: dict[str, str], lr: float | None
         cfg = TrainConfig()
         cfg.apply_overrides(overrides)
     if lr is not None:
-        if lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {lr}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"--lr must be a positive finite number, got {lr}")
         set_learning_rate(cfg, lr)
     if cfg.run_dir is None:
         cfg.run_dir = default_run_dir(cfg.games, cfg.model.core, cfg.algo)

@@ -51,6 +51,7 @@ from .config import TrainConfig
 from .errors import ConfigError, one_line
 from .learners import DivergedError, Learner
 from .metrics import EpisodeStats, Progress, ScalarWriter
+from .resources import check_memory
 from .rollout import RolloutCollector
 from .run_dir import CONFIG_FILE, TB_DIR, check_new_run_dir, is_restartable, prepare_new_run_dir
 from .runtime import env_seed, resolve_device, seed_everything, stop_on_signals
@@ -161,6 +162,7 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
     if cfg.run_dir is None:
         raise ConfigError("run_dir is not set")
     device = resolve_device(cfg.device)
+    check_memory(cfg, device, own_env)
     payload = None
     if resume_from is not None:
         if not is_restartable(resume_from):  # else: a run dir without checkpoint, from step 0
