@@ -59,8 +59,9 @@ FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 _NAME_RE = re.compile(r"^ckpt_(\d{12})\.pt$")
 FAULT_KILL_IN_WRITE = "AGENTS_FAULT_KILL_IN_CHECKPOINT_WRITE"
-"""Test hook (tests/test_faults.py only): when this environment variable is set, the next
-checkpoint write stops half-way with SIGKILL."""
+"""Test hook (tests/test_faults.py only, not an option): when this environment variable is
+N, the N-th checkpoint write of the process stops half-way with SIGKILL."""
+_checkpoint_writes = 0
 
 
 # ---------------------------------------------------------------------- atomic writes
@@ -72,7 +73,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             if os.environ.get(FAULT_KILL_IN_WRITE) and _NAME_RE.match(path.name):
-                _die_half_way(f, data)  # test hook (tests/test_faults.py), never set by users
+                _die_half_way(f, data)  # test hook (tests/test_faults.py), not for users
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -92,6 +93,10 @@ def _die_half_way(f: Any, data: bytes) -> None:
     this process (as a kill or power loss in the middle of a write would)."""
     import signal
 
+    global _checkpoint_writes
+    _checkpoint_writes += 1
+    if _checkpoint_writes < int(os.environ[FAULT_KILL_IN_WRITE]):
+        return
     f.write(data[: len(data) // 2])
     f.flush()
     os.fsync(f.fileno())

@@ -333,7 +333,13 @@ class Trainer:
     def _collect_and_update(self) -> dict[str, float]:
         """One segment and one update; counts steps and episodes; returns the metrics."""
         t0 = time.perf_counter()
-        rollout = self.collector.collect()
+        try:
+            rollout = self.collector.collect()
+        except ValueError:  # e.g. Categorical refusing NaN logits: say why, in one line
+            problem = _poisoned_policy(self.policy, self._probe)
+            if problem:
+                raise DivergedError(f"stopped at step {self.global_step}: {problem}") from None
+            raise
         self._reset_nonfinite_state(rollout)
         t1 = time.perf_counter()
         metrics = dict(self.learner.update(rollout))
