@@ -10,6 +10,7 @@ once, here, in `Learner.update`:
         for each minibatch idx of `minibatch_size` envs:
             loss, stats = self.loss(rollout, idx, targets)
             self._optimizer_step(loss)              # zero_grad, backward, clip, step
+                                                    # (skipped if loss / grads not finite)
     metrics = mean of the stats + self.update_metrics(...) + lr + the core's state metrics
 
 A subclass supplies `targets` and `loss` (agents/ppo.py, agents/vtrace.py: one screen each)

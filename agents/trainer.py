@@ -30,7 +30,15 @@ Stopping and resuming:
   reward normaliser), step and update counters and RNG states are restored; the env is
   restarted fresh (new episodes, reseeded with seed + global_step so that the level sequence
   does not repeat the first run's) and the core state starts from zeros. TensorBoard points
-  after the checkpoint's step (written before a kill) are purged.
+  after the checkpoint's step (written before a kill) are purged; the checkpoint's own step
+  stays. A run dir resumes from its newest intact checkpoint (agents.checkpoint); one with a
+  config.json but no checkpoint yet starts again from step 0.
+
+Faults: the memory the run needs is checked before the env is built (agents/resources.py).
+A checkpoint is written only when the parameters are finite and one act step on the current
+observations gives finite logits (else DivergedError, one line, the last good checkpoint
+kept); an env whose core state is non-finite after a segment has it zeroed and counted
+(`core/state_resets_nonfinite`). Non-finite updates are skipped in agents/learners.py.
 """
 
 from __future__ import annotations
