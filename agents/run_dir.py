@@ -49,7 +49,8 @@ def _what_to_do(path: Path) -> str:
     if (path / CONFIG_FILE).is_file():
         return (f"it has a {CONFIG_FILE} but no checkpoint yet: use --resume {path} to start "
                 f"it again from step 0 with that config, or pick another --run-dir")
-    return f"it holds no run ({CONFIG_FILE} or checkpoints/): pick another --run-dir"
+    return (f"it holds no run (no {CONFIG_FILE}, no checkpoints/), so --resume cannot continue "
+            f"it either: pick another --run-dir or empty it")
 
 
 def saved_config(run_dir: str | os.PathLike):
