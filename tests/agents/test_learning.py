@@ -53,13 +53,11 @@ def test_cue_recall_lstm_ppo_learns(seed):
 
 
 def test_cue_recall_srwm_ppo_learns():
-    """The default SRWM learns cue-recall on 3 of 5 seeds at 40k steps (seeds 0, 2, 4; seed 1
-    reaches 1.0 during training, then ends needing a warm-up episode: 0.47 on the first
-    episode from a fresh state, 0.94 on the fourth; seed 3 stays at chance). That is short of
-    the bar of 4 of 5 (benchmarks/RESULTS.md), so this test asserts what the study supports
-    for the first two seeds together: at least one learns to >= 0.9 and neither ends below
-    chance + 0.1 on average... is NOT asserted, since seed-3-like runs stay at chance. Both
-    seeds run and print their figures."""
+    """The default SRWM learns cue-recall on 3 of 5 seeds at 40k steps in the study
+    (benchmarks/RESULTS.md, "SRWM learnability"), short of the 4-of-5 bar that the LSTM meets.
+    So this test asserts only what 3 of 5 supports for the two fixed seeds: at least one of them
+    learns to >= 0.9. Both seeds run and print their figures (in the study seed 0 reached 1.00;
+    seed 1 reached 1.0 during training but ended needing a warm-up episode, 0.74 overall)."""
     scores = [run("cue-recall", CUE, "srwm", "ppo", SRWM_CUE_STEPS, seed).score
               for seed in SEEDS]
     assert max(scores) >= 0.9, scores
