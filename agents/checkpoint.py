@@ -303,7 +303,27 @@ def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: Any = "cpu
     p = Path(path_or_run_dir)
     if _is_run_dir(p):
         return load_newest_valid(p, map_location)
-    return _load_file(resolve_checkpoint_path(p), map_location)
+    path = resolve_checkpoint_path(p)
+    try:
+        return _load_file(path, map_location)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{_sibling_hint(path)}") from None
+
+
+def _sibling_hint(path: Path) -> str:
+    """For a bad checkpoint file inside a run dir: which intact one that run has, if any."""
+    if path.parent.name != CHECKPOINT_DIR:
+        return ""
+    run_dir = path.parent.parent
+    for other in reversed(list_checkpoints(run_dir)):
+        if other.resolve() == path.resolve():
+            continue
+        try:
+            _load_file(other, "cpu")
+        except CheckpointError:
+            continue
+        return f"; the newest intact checkpoint of that run is {other.name}"
+    return "; that run has no intact checkpoint"
 
 
 def load_newest_valid(run_dir: str | os.PathLike, map_location: Any = "cpu",

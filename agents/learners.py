@@ -148,8 +148,12 @@ class Learner:
             perm = torch.randperm(B, device=rollout.obs.device)
             for start in range(0, B, self.minibatch_size):
                 self.minibatch_index = n
-                loss, stats = self.loss(rollout, perm[start:start + self.minibatch_size],
-                                        targets)
+                try:
+                    loss, stats = self.loss(rollout, perm[start:start + self.minibatch_size],
+                                            targets)
+                except ValueError as e:  # Categorical refusing NaN logits: weights are broken
+                    self._raise_if_poisoned(e)
+                    raise
                 self._optimizer_step(loss)
                 if self.lr_decay_per == "step" and epoch == 0:
                     self.scheduler.step()
@@ -181,6 +185,19 @@ class Learner:
             return self._skip()
         self.optimizer.step()
         self.consecutive_skips = 0
+
+    def _raise_if_poisoned(self, error: ValueError) -> None:
+        """DivergedError when a parameter is no longer finite, or the loss failed on
+        non-finite logits of finite (too large) parameters: no skipped step can repair that."""
+        bad = [n for n, p in self.policy.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise DivergedError(f"training diverged: {len(bad)} parameter tensors became "
+                                f"non-finite (e.g. {bad[0]}) in update {self.updates + 1}; the "
+                                f"learning rate is likely too high") from None
+        if "invalid values" in str(error):
+            raise DivergedError(f"training diverged: the logits of update {self.updates + 1} "
+                                f"are not finite although the parameters are (they grew too "
+                                f"large; the learning rate is likely too high)") from None
 
     def _skip(self) -> None:
         """Count a skipped optimizer step; MAX_CONSECUTIVE_SKIPS in a row raise DivergedError."""

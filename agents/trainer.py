@@ -346,7 +346,8 @@ class Trainer:
         except ValueError:  # e.g. Categorical refusing NaN logits: say why, in one line
             problem = _poisoned_policy(self.policy, self._probe)
             if problem:
-                raise DivergedError(f"stopped at step {self.global_step}: {problem}") from None
+                raise DivergedError(f"training diverged at step {self.global_step}: "
+                                    f"{problem}") from None
             raise
         self._reset_nonfinite_state(rollout)
         t1 = time.perf_counter()
@@ -411,7 +412,8 @@ class Trainer:
         found = ckpt.list_checkpoints(self.run_dir)
         if found:
             return f"the last good checkpoint {str(found[-1])!r} is kept"
-        return f"no checkpoint was written; {self.run_dir} can be restarted with --resume"
+        return ("no checkpoint was written (a new run needs another --run-dir, and a lower "
+                "--lr if the learning rate was too high)")
 
 
 def _poisoned_policy(policy: torch.nn.Module, probe: Any) -> str | None:

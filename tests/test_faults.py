@@ -127,6 +127,10 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_an_intact_one(tmp_path, kind,
     request = parse_train_args(["--resume", str(run)])
     assert request.start_step == 2 * SPU and request.resume_from.name == "ckpt_000000000064.pt"
     assert ckpt.load_agent(run).global_step == 2 * SPU
+    with pytest.raises(CheckpointError) as e:  # the file itself, asked for by name
+        ckpt.load_agent(newest)
+    assert str(e.value).endswith("the newest intact checkpoint of that run is "
+                                 "ckpt_000000000064.pt")
     cfg.total_steps = 4 * SPU
     result = train(cfg, env=make_vec_env(), resume_from=run, progress=False)
     assert result.global_step == 4 * SPU and newest.exists()
@@ -175,6 +179,20 @@ def test_consecutive_nan_losses_stop_the_run_keeping_the_last_good_checkpoint(tm
     assert _all_checkpoints_load(run) == [64, 128]
 
 
+@pytest.mark.parametrize("algo, lr", [("ppo", 1e30), ("ppo", 100.0), ("vtrace", 1e6)])
+def test_a_learning_rate_far_too_high_stops_in_one_line(tmp_path, algo, lr):
+    """Formerly a long traceback from Categorical (or a poisoned V-trace checkpoint)."""
+    cfg = tiny_cfg(tmp_path / "run", algo=algo, total_steps=8 * SPU,
+                   checkpoint_every_steps=2 * SPU)
+    (cfg.ppo if algo == "ppo" else cfg.vtrace).lr = lr
+    with pytest.raises(DivergedError) as e:
+        train(cfg, env=make_vec_env(), progress=False)
+    msg = str(e.value)
+    assert msg.startswith("training diverged") and "\n" not in msg
+    assert "no checkpoint was written" in msg
+    assert ckpt.list_checkpoints(tmp_path / "run") == []
+
+
 @pytest.mark.parametrize("poison, at_step", [("nan", 4 * SPU), ("huge", 4 * SPU),
                                              ("nan", 3 * SPU), ("huge", 3 * SPU)])
 def test_a_poisoned_checkpoint_is_never_written(tmp_path, poison, at_step):
@@ -209,7 +227,7 @@ def test_a_poisoned_checkpoint_is_never_written(tmp_path, poison, at_step):
         trainer_mod.build_policy_and_learner = original
     msg = str(e.value)
     assert msg.startswith("not writing a checkpoint at step 128" if at_step == 4 * SPU
-                          else "stopped at step 96")
+                          else "training diverged at step 96")
     assert "ckpt_000000000064.pt' is kept" in msg
     assert ("not finite" if poison == "nan" else "probe act step") in msg
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["ckpt_000000000064.pt"]
