@@ -409,11 +409,14 @@ class Trainer:
 
     def _kept(self) -> str:
         """Which checkpoint a stopped run leaves behind, for its last line."""
-        found = ckpt.list_checkpoints(self.run_dir)
-        if found:
-            return f"the last good checkpoint {str(found[-1])!r} is kept"
-        return ("no checkpoint was written (a new run needs another --run-dir, and a lower "
-                "--lr if the learning rate was too high)")
+        if ckpt.list_checkpoints(self.run_dir):
+            try:
+                good = ckpt.load_newest_valid(self.run_dir, warn=lambda message: None)
+                return f"the last good checkpoint {good['path']!r} is kept"
+            except ckpt.CheckpointError:
+                pass
+        return ("no good checkpoint was written (--resume restarts from step 0 with the same "
+                "config; a new run with a lower --lr needs another --run-dir)")
 
 
 def _poisoned_policy(policy: torch.nn.Module, probe: Any) -> str | None:

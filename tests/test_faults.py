@@ -189,7 +189,7 @@ def test_a_learning_rate_far_too_high_stops_in_one_line(tmp_path, algo, lr):
         train(cfg, env=make_vec_env(), progress=False)
     msg = str(e.value)
     assert msg.startswith("training diverged") and "\n" not in msg
-    assert "no checkpoint was written" in msg
+    assert "no good checkpoint was written" in msg
     assert ckpt.list_checkpoints(tmp_path / "run") == []
 
 
