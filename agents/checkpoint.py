@@ -26,6 +26,11 @@ back into a policy and learner.
 Writes are atomic: a temp file in the same directory, flush + fsync, os.replace, then the
 directory is fsynced. A write killed half-way leaves the previous checkpoints intact (and at
 worst a `.tmp` file that is ignored and cleaned up by the next save).
+
+Reading a run dir takes its newest checkpoint that loads and validates (format, version, keys,
+finite parameters): a newer truncated, zeroed, damaged, empty or NaN one is named in one
+`warning:` line and left in place (`load_newest_valid`). Corrupt-file messages are one whole
+sentence that says what is wrong, not a cut library message.
 """
 
 from __future__ import annotations
