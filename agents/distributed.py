@@ -180,6 +180,16 @@ def _lcm_hint(cfg: TrainConfig, w: int) -> int:
     return math.lcm(len(cfg.games), split)
 
 
+def local_config(cfg: TrainConfig, world: World) -> TrainConfig:
+    """cfg itself for one process; else a copy with this rank's num_envs (for the memory
+    check of the rank's own envs and buffer)."""
+    if not world.distributed:
+        return cfg
+    from .config import TrainConfig
+
+    return TrainConfig.from_dict({**cfg.to_dict(), "num_envs": local_num_envs(cfg, world)})
+
+
 def local_num_envs(cfg: TrainConfig, world: World) -> int:
     """The envs this rank steps."""
     return int(cfg.num_envs) // world.world_size
@@ -247,20 +257,23 @@ class Sync:
     # -------------------------------------------------------------- the update
     @_collective
     @torch.no_grad()
-    def all_reduce_grads(self, params: Iterable[torch.nn.Parameter], reduction: str) -> None:
+    def all_reduce_grads(self, params: Iterable[torch.nn.Parameter], reduction: str,
+                         finite: bool = True) -> bool:
         """Sum the gradients over ranks (reduction "sum") or average them ("mean"), in place,
-        as one flat tensor."""
+        as one flat tensor. `finite`: this rank's loss was finite; returns whether every
+        rank's was (the flag travels as one more element of the same all-reduce)."""
         grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
-            return
-        flat = torch.cat([g.reshape(-1) for g in grads]).to(self.device)
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
+        flat = torch.cat([g.reshape(-1).to(self.device) for g in grads] + [flag])
         dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        all_finite = bool(flat[-1] == 0)
         if reduction == "mean":
             flat.div_(self.world.world_size)
         offset = 0
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
+        return all_finite
 
     @_collective
     @torch.no_grad()

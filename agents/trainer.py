@@ -30,7 +30,15 @@ Stopping and resuming:
   reward normaliser), step and update counters and RNG states are restored; the env is
   restarted fresh (new episodes, reseeded with seed + global_step so that the level sequence
   does not repeat the first run's) and the core state starts from zeros. TensorBoard points
-  after the checkpoint's step (written before a kill) are purged.
+  after the checkpoint's step (written before a kill) are purged; the checkpoint's own step
+  stays. A run dir resumes from its newest intact checkpoint (agents.checkpoint); one with a
+  config.json but no checkpoint yet starts again from step 0.
+
+Faults: the memory the run needs is checked before the env is built (agents/resources.py).
+A checkpoint is written only when the parameters are finite and one act step on the current
+observations gives finite logits (else DivergedError, one line, the last good checkpoint
+kept); an env whose core state is non-finite after a segment has it zeroed and counted
+(`core/state_resets_nonfinite`). Non-finite updates are skipped in agents/learners.py.
 
 Under torchrun (agents/distributed.py) the same loop runs on every rank with its share of the
 envs; the hooks here: `_setup` checks the split and starts the process group (rank 0 owns the
@@ -57,10 +65,11 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
 from .errors import ConfigError, one_line
-from .learners import Learner
+from .learners import DivergedError, Learner
 from .metrics import EpisodeStats, Progress, ScalarWriter
+from .resources import check_memory
 from .rollout import RolloutCollector
-from .run_dir import CONFIG_FILE, TB_DIR, check_new_run_dir, prepare_new_run_dir
+from .run_dir import CONFIG_FILE, TB_DIR, check_new_run_dir, is_restartable, prepare_new_run_dir
 from .runtime import env_seed, resolve_device, seed_everything, stop_on_signals
 
 if TYPE_CHECKING:
@@ -182,9 +191,11 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
         raise ConfigError("run_dir is not set")
     distributed.check_config(cfg, world)
     device = distributed.rank_device(resolve_device(cfg.device), world)
+    check_memory(distributed.local_config(cfg, world), device, own_env)
     payload = None
     if resume_from is not None:
-        payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
+        if not is_restartable(resume_from):  # else: a run dir without checkpoint, from step 0
+            payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
         if not Path(cfg.run_dir).is_dir():
             raise ConfigError(f"run dir {cfg.run_dir!r} does not exist")
     sync = distributed.start(world, device)
@@ -319,11 +330,15 @@ class Trainer:
         """torch.distributed collectives (None: one process); only rank 0 writes files."""
         self.world = sync.world if sync is not None else distributed.SINGLE
         self.stats = EpisodeStats(cfg.games, score_mode(cfg.distribution_mode), cfg.task_kwargs)
+        self.state_resets_nonfinite = 0
+        self._probe: Any = None
 
     def run(self) -> TrainResult:
         cfg = self.cfg
+        # on resume, drop the points logged after the checkpoint's step (keep its own step)
+        resumed = self.global_step > 0 or (self.run_dir / TB_DIR).exists()
         writer: Any = (ScalarWriter(self.run_dir / TB_DIR,
-                                    purge_step=self.global_step if self.global_step else None)
+                                    purge_step=self.global_step + 1 if resumed else None)
                        if self.world.is_main else _NoWriter())
         bar = Progress(cfg.total_steps, self.global_step, enabled=self.progress)
         if self.global_step == 0:
@@ -364,6 +379,8 @@ class Trainer:
                               f"{self.global_step}")
                 if last_ckpt_step != self.global_step or last_path is None:
                     last_path = self._save()
+        except DivergedError as e:
+            raise DivergedError(f"{e}; {self._kept()}") from None
         finally:
             writer.flush()
             writer.close()
@@ -383,7 +400,15 @@ class Trainer:
     def _collect_and_update(self) -> dict[str, float]:
         """One segment and one update; counts steps and episodes; returns the metrics."""
         t0 = time.perf_counter()
-        rollout = self.collector.collect()
+        try:
+            rollout = self.collector.collect()
+        except ValueError:  # e.g. Categorical refusing NaN logits: say why, in one line
+            problem = _poisoned_policy(self.policy, self._probe)
+            if problem:
+                raise DivergedError(f"training diverged at step {self.global_step}: "
+                                    f"{problem}") from None
+            raise
+        self._reset_nonfinite_state(rollout)
         t1 = time.perf_counter()
         metrics = dict(self.learner.update(rollout))
         t2 = time.perf_counter()
@@ -397,7 +422,24 @@ class Trainer:
         self.stats.add(episodes)
         metrics["charts/time_collect_s"] = t1 - t0
         metrics["charts/time_update_s"] = t2 - t1
+        metrics["core/state_resets_nonfinite"] = float(self.state_resets_nonfinite)
         return metrics
+
+    def _reset_nonfinite_state(self, rollout: Any) -> None:
+        """Zero (and count) the core state of every env whose state holds a NaN / inf, in the
+        collector (the next segment) and in the segment's bootstrap."""
+        from policies.state import reset_state
+
+        self._probe = rollout.bootstrap  # what the checkpoint guard acts on
+        state = rollout.bootstrap.state
+        bad = [~torch.isfinite(s).reshape(s.shape[0], -1).all(dim=1) for s in state]
+        if not bad:
+            return
+        bad_envs = torch.stack(bad).any(dim=0)
+        n = int(bad_envs.sum())
+        if n:
+            self.state_resets_nonfinite += n
+            rollout.bootstrap.state = self.collector._state = reset_state(state, bad_envs)
 
     def _log(self, metrics: dict[str, float], writer: ScalarWriter) -> None:
         """Average the metrics over the updates since the last write; write every log_every
@@ -416,6 +458,10 @@ class Trainer:
             self._window, self._t_window, self._steps_window = {}, time.perf_counter(), 0
 
     def _save(self) -> Path:
+        problem = self._poisoned()
+        if problem:
+            raise DivergedError(f"not writing a checkpoint at step {self.global_step}: "
+                                f"{problem}")
         elapsed = self.elapsed_before + time.perf_counter() - self.t_start
         rngs = self.sync.gather_objects(ckpt.rng_state()) if self.sync is not None else None
         if not self.world.is_main:
@@ -433,6 +479,20 @@ class Trainer:
             self.sync.barrier()
         return path
 
+    def _poisoned(self) -> str | None:
+        return _poisoned_policy(self.policy, self._probe)
+
+    def _kept(self) -> str:
+        """Which checkpoint a stopped run leaves behind, for its last line."""
+        if ckpt.list_checkpoints(self.run_dir):
+            try:
+                good = ckpt.load_newest_valid(self.run_dir, warn=lambda message: None)
+                return f"the last good checkpoint {good['path']!r} is kept"
+            except ckpt.CheckpointError:
+                pass
+        return ("no good checkpoint was written (--resume restarts from step 0 with the same "
+                "config; a new run with a lower --lr needs another --run-dir)")
+
 
 class _NoWriter:
     """The TensorBoard writer of ranks > 0: writes nothing."""
@@ -444,6 +504,22 @@ class _NoWriter:
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def _poisoned_policy(policy: torch.nn.Module, probe: Any) -> str | None:
+    """Why the policy must not be saved (non-finite parameters, or non-finite logits of one act
+    step on the stored observations `probe`, a rollout Bootstrap), or None."""
+    bad = ckpt.nonfinite_tensors(policy.state_dict())
+    if bad:
+        return f"{len(bad)} parameter tensors are not finite (e.g. {bad[0]})"
+    if probe is None:
+        return None
+    with torch.no_grad():
+        logits, value, _ = policy(probe.obs.unsqueeze(0), probe.reward_in.unsqueeze(0),
+                                  probe.episode_start.unsqueeze(0), probe.state)
+    if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(value).all())):
+        return "the parameters are finite but a probe act step gives non-finite logits / values"
+    return None
 
 
 def _next_multiple(step: int, every: int) -> int:
