@@ -10,7 +10,9 @@ Wiring only: the options are the fields of agents.config.TrainConfig (agents/cli
 the command line from them); then agents.trainer.train. A comma list in --core or --seeds
 (or --resume of a group dir) is a group of runs: agents.groups runs one train_rl.py process
 per (core, seed). Errors a user can cause print ONE
-line on stderr and exit 2; Ctrl-C / SIGTERM save a checkpoint and exit 130 / 143.
+line on stderr and exit 2; Ctrl-C / SIGTERM save a checkpoint and exit 130 / 143. Under
+torchrun (`torchrun --nproc-per-node N train_rl.py ...`) the same command trains one run over
+N processes (agents.distributed).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ def run(argv: list[str] | None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if is_group_command(argv):
+        from agents.distributed import world_from_env
+        from agents.errors import UsageError
         from agents.groups import run_group_command
+
+        if world_from_env().distributed:
+            raise UsageError("a group of runs (a list in --core / --seeds, or --resume of a "
+                             "group dir) cannot run under torchrun; start one torchrun per run")
 
         return run_group_command(argv)
     request = parse_train_args(argv)
@@ -47,8 +55,11 @@ def run(argv: list[str] | None) -> int:
         for key, value in dry_run(cfg, resume_from=request.resume_from).items():
             print(f"{key}: {value}")
         return 0
+    from agents.distributed import world_from_env
+
+    main_rank = world_from_env().is_main
     status = None
-    if request.progress_file is not None:
+    if request.progress_file is not None and main_rank:
         from agents.groups import ProgressFile
 
         status = ProgressFile(request.progress_file, cfg.total_steps, request.start_step)
@@ -56,6 +67,8 @@ def run(argv: list[str] | None) -> int:
                    on_update=status.update if status else None)
     if status is not None:
         status.write(result.global_step, "stopped" if result.interrupted else "done")
+    if not main_rank:
+        return EXIT_SIGNAL.get(result.interrupted or "", 0)
     print(f"train_rl.py: {'stopped by ' + result.interrupted if result.interrupted else 'done'}"
           f" at step {result.global_step:,} ({result.updates} updates, {result.sps:.0f} SPS); "
           f"checkpoint: {result.checkpoint}; TensorBoard: tensorboard --logdir "
@@ -64,9 +77,10 @@ def run(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agents.distributed import guard_rank
     from agents.errors import run_main
 
-    return run_main("train_rl.py", lambda: run(argv),
+    return run_main("train_rl.py", lambda: guard_rank("train_rl.py", lambda: run(argv)),
                     interrupted="aborted (the last completed checkpoint is intact)")
 
 

@@ -13,5 +13,6 @@ Modules (nothing heavy is imported here; import the module you need):
 - `agents.metrics`: per-game episode statistics, TensorBoard writer, progress display.
 - `agents.runtime`: device resolver, seeding, signal handling; `agents.run_dir`: run dir checks.
 - `agents.trainer`: train(cfg, env=None, resume_from=None) -> TrainResult; dry_run; Trainer.
+- `agents.distributed`: one run over several processes under torchrun (data parallel).
 - `agents.evaluation`: eval_rl.py's runner, scoring, reports, plots and video.
 """

@@ -17,6 +17,8 @@ Payload (format version 1):
     wall_time         time.time() at save
     elapsed_s         training seconds so far (summed over resumes)
     num_actions       size of the action space (the checkpoint stores no env)
+    world_size        processes of the torch.distributed run that wrote it (1: one process)
+    rng_ranks         (torch.distributed runs only) every rank's RNG states, by rank
     extra             dict of small plain values (e.g. episode counters)
 
 `build_payload` assembles it from a run's state (`weights_only_safe` turns the learner's numpy
@@ -165,7 +167,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------------- the payload
 def build_payload(cfg: TrainConfig, policy: torch.nn.Module, learner: Learner, *,
                   global_step: int, update: int, elapsed_s: float, num_actions: int,
-                  episodes: int) -> dict[str, Any]:
+                  episodes: int, world_size: int = 1) -> dict[str, Any]:
     """The payload of a checkpoint (see the module docstring) of a run in this state."""
     return {
         "config": cfg.to_dict(),
@@ -178,6 +180,7 @@ def build_payload(cfg: TrainConfig, policy: torch.nn.Module, learner: Learner, *
         "elapsed_s": float(elapsed_s),
         "num_actions": int(num_actions),
         "torch_version": str(torch.__version__),
+        "world_size": int(world_size),
         "extra": {"episodes": int(episodes)},
     }
 

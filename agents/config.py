@@ -113,6 +113,11 @@ SRWM_PROFILES: dict[str, dict[str, Any]] = {
 SRWMProfile = Literal["default", "published", "spec"]
 
 
+RUN_INFO_KEYS = ("world_size",)
+"""Keys that config.json holds next to the config: facts of the run (world_size: processes of
+the torch.distributed job that started it), not settings."""
+
+
 @dataclass
 class TrainConfig:
     """One training run. Leave `num_envs` / `unroll` at None for the algorithm's default."""
@@ -336,9 +341,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Inverse of to_dict. Unknown keys (also nested ones) raise ConfigError naming them."""
+        """Inverse of to_dict. Unknown keys (also nested ones) raise ConfigError naming them;
+        the run facts of config.json (`RUN_INFO_KEYS`: world_size) are ignored."""
         if not isinstance(d, dict):
             raise ConfigError(f"config must be a dict, got {type(d).__name__}")
+        d = {k: v for k, v in d.items() if k not in RUN_INFO_KEYS}
         _check_keys("TrainConfig", d, cls)
         kwargs = dict(d)
         if "games" in kwargs:

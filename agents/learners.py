@@ -9,8 +9,8 @@ once, here, in `Learner.update`:
         perm = a random permutation of the envs     # minibatches are whole env sequences
         for each minibatch idx of `minibatch_size` envs:
             loss, stats = self.loss(rollout, idx, targets)
-            self._optimizer_step(loss)              # zero_grad, backward, clip, step
-                                                    # (skipped if loss / grads not finite)
+            self._optimizer_step(loss)              # zero_grad, backward, (all-reduce), clip,
+                                                    # step (skipped if loss / grads not finite)
     metrics = mean of the stats + self.update_metrics(...) + lr + the core's state metrics
 
 A subclass supplies `targets` and `loss` (agents/ppo.py, agents/vtrace.py: one screen each)
@@ -94,6 +94,10 @@ class Learner:
     lr_decay_per: ClassVar[Literal["update", "step"]]
     """What one step of the LR schedule is: an update, or an optimizer step of the first
     pass."""
+    loss_reduction: ClassVar[Literal["mean", "sum"]] = "mean"
+    """How the loss reduces over the minibatch: under torch.distributed the ranks' gradients
+    are averaged ("mean") or summed ("sum"), so that they are the gradient of the whole
+    distributed minibatch."""
 
     def __init__(self, policy: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: int,
                  minibatch_size: int, max_grad_norm: float, anneal_lr: bool,
@@ -117,6 +121,9 @@ class Learner:
         self.minibatch_index = 0
         """Index of the minibatch being computed within the current update (0 = the first
         minibatch of the first pass, which is on-policy)."""
+        self.sync: Any = None
+        """agents.distributed.Sync under torch.distributed (gradients all-reduced before every
+        optimizer step; see agents/distributed.py), None in a single process."""
 
     # ------------------------------------------------------------------ what subclasses supply
     def targets(self, rollout: Rollout) -> Any:
@@ -176,9 +183,16 @@ class Learner:
         A non-finite loss or gradient norm skips the step (`_skip`)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = _fault_nan_loss(self, loss)
-        if not bool(torch.isfinite(loss)):
-            return self._skip()
-        loss.backward()
+        if self.sync is None:
+            if not bool(torch.isfinite(loss)):
+                return self._skip()
+            loss.backward()
+        else:  # every rank joins the all-reduce; one rank's non-finite loss skips them all
+            loss.backward()
+            if not self.sync.all_reduce_grads(self.policy.parameters(), self.loss_reduction,
+                                              finite=bool(torch.isfinite(loss))):
+                self.optimizer.zero_grad(set_to_none=True)
+                return self._skip()
         norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
         if not bool(torch.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)

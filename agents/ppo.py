@@ -150,7 +150,9 @@ class PPO(Learner):
             b.obs.unsqueeze(0), b.reward_in.unsqueeze(0), b.episode_start.unsqueeze(0), b.state
         )
         rewards = rollout.rewards
-        if self.cfg.normalize_rewards:
+        if self.cfg.normalize_rewards and self.sync is not None:
+            rewards = self.sync.normalize_rewards(self.reward_normalizer, rewards, rollout.dones)
+        elif self.cfg.normalize_rewards:
             rewards = self.reward_normalizer(rewards, rollout.dones)
         return gae(rewards, rollout.values, rollout.dones, last_value[0], self.cfg.gamma,
                    self.cfg.gae_lambda)
@@ -170,7 +172,10 @@ class PPO(Learner):
         if self.minibatch_index == 0:
             self.first_minibatch_ratio = ratio.detach()
         adv = advantages[:, idx]
-        if cfg.normalize_advantages:
+        if cfg.normalize_advantages and self.sync is not None:
+            mean, std = self.sync.mean_std(adv)  # over the whole distributed minibatch
+            adv = (adv - mean) / (std + 1e-8)
+        elif cfg.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
         ret, old_v = returns[:, idx], rollout.values[:, idx]

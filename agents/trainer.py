@@ -39,6 +39,13 @@ A checkpoint is written only when the parameters are finite and one act step on 
 observations gives finite logits (else DivergedError, one line, the last good checkpoint
 kept); an env whose core state is non-finite after a segment has it zeroed and counted
 (`core/state_resets_nonfinite`). Non-finite updates are skipped in agents/learners.py.
+
+Under torchrun (agents/distributed.py) the same loop runs on every rank with its share of the
+envs; the hooks here: `_setup` checks the split and starts the process group (rank 0 owns the
+run dir), `train` attaches the learner (gradient all-reduce) and seeds the rank, the loop
+agrees on stopping and on time-based checkpoints after every update, `_collect_and_update`
+counts every rank's steps and episodes, `_log` averages the metrics over the ranks, `_save`
+gathers every rank's RNG state and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import TrainConfig
 from .errors import ConfigError, one_line
 from .learners import DivergedError, Learner
@@ -109,17 +117,24 @@ class _Setup:
     device: torch.device
     payload: dict[str, Any] | None
     """The checkpoint resumed from, or None."""
+    world: distributed.World = distributed.SINGLE
+    sync: distributed.Sync | None = None
+    """The collectives of a torch.distributed run (None: a single process)."""
 
 
 # ---------------------------------------------------------------------- setup
-def build_env(cfg: TrainConfig, global_step: int = 0) -> VecEnv:
-    """envs.make_env for a resolved config (ValueError from envs -> ConfigError)."""
+def build_env(cfg: TrainConfig, global_step: int = 0,
+              world: distributed.World = distributed.SINGLE) -> VecEnv:
+    """envs.make_env for a resolved config (ValueError from envs -> ConfigError); under
+    torch.distributed this rank's share of the envs, with the rank's seed."""
     from envs import make_env
 
     try:
-        return make_env(cfg.games, cfg.num_envs, distribution_mode=cfg.distribution_mode,
+        return make_env(cfg.games, distributed.local_num_envs(cfg, world),
+                        distribution_mode=cfg.distribution_mode,
                         num_levels=cfg.num_levels, start_level=cfg.start_level,
-                        seed=env_seed(cfg.seed, global_step), **cfg.task_kwargs)
+                        seed=env_seed(distributed.rank_seed(cfg.seed, world.rank), global_step),
+                        **cfg.task_kwargs)
     except ValueError as e:
         raise ConfigError(one_line(e)) from None
 
@@ -163,27 +178,47 @@ def build_policy_and_learner(cfg: TrainConfig, num_actions: int, device: torch.d
 
 
 def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike | None,
-           create_run_dir: bool) -> _Setup:
-    """Resolve the config, check the run dir, read the checkpoint, build or wrap the env."""
+           create_run_dir: bool, world: distributed.World = distributed.SINGLE) -> _Setup:
+    """Resolve the config, check the run dir, read the checkpoint, build or wrap the env.
+    Under torch.distributed (world): check the split over the ranks, start the process
+    group; rank 0 checks and creates the run dir and every rank learns the outcome."""
     own_env = env is None
+    if world.distributed and not own_env:
+        raise ConfigError("a caller-supplied env cannot be used under torch.distributed; "
+                          "let train() build each rank's envs from the config")
     cfg = cfg.resolved() if own_env else _bind_env(cfg, env)
     if cfg.run_dir is None:
         raise ConfigError("run_dir is not set")
-    device = resolve_device(cfg.device)
-    check_memory(cfg, device, own_env)
+    distributed.check_config(cfg, world)
+    device = distributed.rank_device(resolve_device(cfg.device), world)
+    check_memory(distributed.local_config(cfg, world), device, own_env)
     payload = None
     if resume_from is not None:
         if not is_restartable(resume_from):  # else: a run dir without checkpoint, from step 0
             payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
         if not Path(cfg.run_dir).is_dir():
             raise ConfigError(f"run dir {cfg.run_dir!r} does not exist")
-    elif create_run_dir:
-        prepare_new_run_dir(cfg.run_dir)
-    else:
-        check_new_run_dir(cfg.run_dir)
-    global_step = int(payload["global_step"]) if payload else 0
-    env = build_env(cfg, global_step) if own_env else _training_env(env)
-    return _Setup(cfg, env, own_env, device, payload)
+    sync = distributed.start(world, device)
+    try:
+        error = None
+        if resume_from is None and world.is_main:
+            try:
+                if create_run_dir:
+                    prepare_new_run_dir(cfg.run_dir)
+                else:
+                    check_new_run_dir(cfg.run_dir)
+            except ConfigError as e:
+                if sync is None:
+                    raise
+                error = str(e)
+        if sync is not None:
+            sync.agree(error)
+        global_step = int(payload["global_step"]) if payload else 0
+        env = build_env(cfg, global_step, world) if own_env else _training_env(env)
+    except BaseException:
+        distributed.stop(sync)
+        raise
+    return _Setup(cfg, env, own_env, device, payload, world, sync)
 
 
 def dry_run(cfg: TrainConfig, env: VecEnv | None = None, *,
@@ -192,6 +227,12 @@ def dry_run(cfg: TrainConfig, env: VecEnv | None = None, *,
     checkpoint) without writing anything; returns a summary."""
     s = _setup(cfg, env, resume_from, create_run_dir=False)
     cfg, payload = s.cfg, s.payload
+    try:  # under torchrun: would the config split over the ranks? (no process group here)
+        distributed.check_config(cfg, distributed.world_from_env())
+    except ConfigError:
+        if s.own_env:
+            s.env.close()
+        raise
     try:
         policy, learner = build_policy_and_learner(cfg, int(s.env.action_space.n), s.device)
         if payload is not None:
@@ -230,8 +271,9 @@ def train(cfg: TrainConfig, env: VecEnv | None = None, *,
         ConfigError: bad config or run dir. CheckpointError: bad checkpoint to resume from.
     """
     t_start = time.perf_counter()
+    world = distributed.world_from_env()
     seed_everything(cfg.seed)
-    s = _setup(cfg, env, resume_from, create_run_dir=True)
+    s = _setup(cfg, env, resume_from, create_run_dir=True, world=world)
     cfg, payload = s.cfg, s.payload
     try:
         seed_everything(cfg.seed)
@@ -239,20 +281,28 @@ def train(cfg: TrainConfig, env: VecEnv | None = None, *,
         if payload is not None:
             ckpt.restore(policy, learner, payload)
             ckpt.set_rng_state(payload["rng"])
-        ckpt.atomic_write_json(Path(cfg.run_dir) / CONFIG_FILE, cfg.to_dict())
+        if s.sync is not None:
+            distributed.attach(learner, s.sync)
+            distributed.seed_rank(world, cfg.seed, payload)
+        if world.is_main:
+            ckpt.atomic_write_json(Path(cfg.run_dir) / CONFIG_FILE,
+                                   {**cfg.to_dict(), "world_size": world.world_size})
         collector = RolloutCollector(
             s.env, learner.acting_policy, cfg.unroll, cfg.state_reset, s.device,
             state_lifetime=cfg.state_lifetime,
-            lifetime_seed=env_seed(cfg.seed, int(payload["global_step"]) if payload else 0) + 1)
+            lifetime_seed=env_seed(distributed.rank_seed(cfg.seed, world.rank),
+                                   int(payload["global_step"]) if payload else 0) + 1)
         trainer = Trainer(cfg, policy, learner, collector, num_actions=int(s.env.action_space.n),
                           global_step=int(payload["global_step"]) if payload else 0,
                           update=int(payload.get("update", 0)) if payload else 0,
                           elapsed_before=float(payload.get("elapsed_s", 0.0)) if payload else 0.0,
-                          t_start=t_start, progress=progress, on_update=on_update)
+                          t_start=t_start, progress=progress and world.is_main,
+                          on_update=on_update, sync=s.sync)
         return trainer.run()
     finally:
         if s.own_env:
             s.env.close()
+        distributed.stop(s.sync)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -265,7 +315,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, policy: ActorCritic, learner: Learner,
                  collector: RolloutCollector, *, num_actions: int, global_step: int = 0,
                  update: int = 0, elapsed_before: float = 0.0, t_start: float | None = None,
-                 progress: bool = True, on_update: OnUpdate | None = None) -> None:
+                 progress: bool = True, on_update: OnUpdate | None = None,
+                 sync: distributed.Sync | None = None) -> None:
         from envs import score_mode
 
         self.cfg, self.policy, self.learner, self.collector = cfg, policy, learner, collector
@@ -275,6 +326,9 @@ class Trainer:
         self.elapsed_before = float(elapsed_before)
         self.t_start = time.perf_counter() if t_start is None else t_start
         self.progress, self.on_update = progress, on_update
+        self.sync = sync
+        """torch.distributed collectives (None: one process); only rank 0 writes files."""
+        self.world = sync.world if sync is not None else distributed.SINGLE
         self.stats = EpisodeStats(cfg.games, score_mode(cfg.distribution_mode), cfg.task_kwargs)
         self.state_resets_nonfinite = 0
         self._probe: Any = None
@@ -283,8 +337,9 @@ class Trainer:
         cfg = self.cfg
         # on resume, drop the points logged after the checkpoint's step (keep its own step)
         resumed = self.global_step > 0 or (self.run_dir / TB_DIR).exists()
-        writer = ScalarWriter(self.run_dir / TB_DIR,
-                              purge_step=self.global_step + 1 if resumed else None)
+        writer: Any = (ScalarWriter(self.run_dir / TB_DIR,
+                                    purge_step=self.global_step + 1 if resumed else None)
+                       if self.world.is_main else _NoWriter())
         bar = Progress(cfg.total_steps, self.global_step, enabled=self.progress)
         if self.global_step == 0:
             writer.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
@@ -297,7 +352,9 @@ class Trainer:
         interrupted = None
         try:
             with stop_on_signals() as stop:
-                while self.global_step < cfg.total_steps and stop["signal"] is None:
+                agreed: str | None = None  # the signal every rank acts on (distributed)
+                while self.global_step < cfg.total_steps and (
+                        stop["signal"] if self.sync is None else agreed) is None:
                     metrics = self._collect_and_update()
                     self._log(metrics, writer)
                     bar.update(self.global_step, self.stats.recent_mean_return(),
@@ -309,12 +366,14 @@ class Trainer:
                     due_time = (cfg.checkpoint_every_minutes
                                 and time.monotonic() - last_ckpt_time
                                 >= 60.0 * cfg.checkpoint_every_minutes)
+                    if self.sync is not None:  # every rank stops / saves after the same update
+                        agreed, due_time = self.sync.agree_stop(stop["signal"], bool(due_time))
                     if (due_steps or due_time) and self.global_step < cfg.total_steps:
                         last_path = self._save()
                         last_ckpt_step, last_ckpt_time = self.global_step, time.monotonic()
                         next_ckpt_step = _next_multiple(self.global_step,
                                                         cfg.checkpoint_every_steps)
-                interrupted = stop["signal"]
+                interrupted = stop["signal"] if self.sync is None else agreed
                 if interrupted is not None:
                     bar.write(f"received {interrupted}: saving a checkpoint at step "
                               f"{self.global_step}")
@@ -353,10 +412,14 @@ class Trainer:
         t1 = time.perf_counter()
         metrics = dict(self.learner.update(rollout))
         t2 = time.perf_counter()
-        self.global_step += int(rollout.env_steps)
+        steps, episodes = int(rollout.env_steps), rollout.episodes
+        if self.sync is not None:  # every rank's steps and episodes
+            steps *= self.world.world_size
+            episodes = [ep for part in self.sync.gather_objects(episodes) for ep in part]
+        self.global_step += steps
         self.update += 1
-        self._steps_window += int(rollout.env_steps)
-        self.stats.add(rollout.episodes)
+        self._steps_window += steps
+        self.stats.add(episodes)
         metrics["charts/time_collect_s"] = t1 - t0
         metrics["charts/time_update_s"] = t2 - t1
         metrics["core/state_resets_nonfinite"] = float(self.state_resets_nonfinite)
@@ -386,6 +449,8 @@ class Trainer:
         if self.update % self.cfg.log_every == 0 or self.global_step >= self.cfg.total_steps:
             dt = time.perf_counter() - self._t_window
             scalars = {k: sum(v) / len(v) for k, v in self._window.items()}
+            if self.sync is not None:
+                scalars = self.sync.mean_scalars(scalars)
             scalars["charts/sps"] = self._steps_window / dt if dt > 0 else 0.0
             scalars["charts/updates"] = float(self.update)
             scalars.update(self.stats.pop_scalars())
@@ -398,11 +463,21 @@ class Trainer:
             raise DivergedError(f"not writing a checkpoint at step {self.global_step}: "
                                 f"{problem}")
         elapsed = self.elapsed_before + time.perf_counter() - self.t_start
+        rngs = self.sync.gather_objects(ckpt.rng_state()) if self.sync is not None else None
+        if not self.world.is_main:
+            self.sync.barrier()  # type: ignore[union-attr]
+            return ckpt.checkpoint_path(self.run_dir, self.global_step)
         payload = ckpt.build_payload(self.cfg, self.policy, self.learner,
                                      global_step=self.global_step, update=self.update,
                                      elapsed_s=elapsed, num_actions=self.num_actions,
-                                     episodes=self.stats.total_episodes)
-        return ckpt.save_checkpoint(self.run_dir, payload, keep=self.cfg.keep_checkpoints)
+                                     episodes=self.stats.total_episodes,
+                                     world_size=self.world.world_size)
+        if rngs is not None:
+            payload["rng_ranks"] = rngs
+        path = ckpt.save_checkpoint(self.run_dir, payload, keep=self.cfg.keep_checkpoints)
+        if self.sync is not None:
+            self.sync.barrier()
+        return path
 
     def _poisoned(self) -> str | None:
         return _poisoned_policy(self.policy, self._probe)
@@ -417,6 +492,18 @@ class Trainer:
                 pass
         return ("no good checkpoint was written (--resume restarts from step 0 with the same "
                 "config; a new run with a lower --lr needs another --run-dir)")
+
+
+class _NoWriter:
+    """The TensorBoard writer of ranks > 0: writes nothing."""
+
+    def scalars(self, values: Any, step: int) -> None: ...
+
+    def text(self, tag: str, text: str, step: int = 0) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def _poisoned_policy(policy: torch.nn.Module, probe: Any) -> str | None:

@@ -136,6 +136,7 @@ class VTraceLearner(Learner):
 
     algo = "vtrace"
     lr_decay_per = "step"
+    loss_reduction = "sum"
 
     def __init__(self, policy: nn.Module, cfg: VTraceConfig, *, num_envs: int, unroll: int,
                  total_steps: int) -> None:
