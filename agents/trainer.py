@@ -236,6 +236,13 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
     if cfg.run_dir is None:
         raise ConfigError("run_dir is not set")
     device = resolve_device(cfg.device)
+    pipeline = resolve_pipeline(cfg.pipeline, device)
+    if pipeline == "async" and cfg.algo == "vtrace" and cfg.vtrace.actor_lag:
+        raise ConfigError("vtrace.actor_lag 1 emulates a lag in the sync pipeline; with "
+                          "pipeline async use max_policy_lag (valid actor_lag there: 0)")
+    if pipeline == "async" and not own_env and cfg.env_groups > 1:
+        raise ConfigError(f"env_groups {cfg.env_groups} needs the envs built by train(); "
+                          f"a supplied env is one group (valid: 0, 1)")
     payload = None
     if resume_from is not None:
         payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
@@ -246,17 +253,10 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
     else:
         check_new_run_dir(cfg.run_dir)
     global_step = int(payload["global_step"]) if payload else 0
-    pipeline = resolve_pipeline(cfg.pipeline, device)
     if pipeline == "sync":
         env = build_env(cfg, global_step) if own_env else _training_env(env)
         return _Setup(cfg, env, own_env, device, payload, procgen_threads=cfg.procgen_threads)
-    if cfg.algo == "vtrace" and cfg.vtrace.actor_lag:
-        raise ConfigError("vtrace.actor_lag 1 emulates a lag in the sync pipeline; with "
-                          "pipeline async use max_policy_lag (valid actor_lag there: 0)")
     if not own_env:
-        if cfg.env_groups > 1:
-            raise ConfigError(f"env_groups {cfg.env_groups} needs the envs built by train(); "
-                              f"a supplied env is one group (valid: 0, 1)")
         env = _training_env(env)
         return _Setup(cfg, env, own_env, device, payload, pipeline="async", groups=[env])
     groups = cfg.env_groups or default_env_groups(cfg.num_envs, len(cfg.games))
