@@ -322,3 +322,41 @@ def test_bad_pipeline_options_exit_2_with_one_line(tmp_path, capsys, args, needl
 def test_default_env_groups():
     assert default_env_groups(96, 6) == 2 and default_env_groups(72, 6) == 2
     assert default_env_groups(6, 6) == 1 and default_env_groups(7, 1) == 1
+
+
+def test_bf16_autocasts_the_encoder_and_heads_and_keeps_the_core_fp32():
+    from policies import build_actor_critic
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(core="srwm", cnn_channels=(4, 8, 8), cnn_out=32, hidden_size=32,
+                      num_heads=2, head_size=16, ff_size=64)
+    fp32 = build_actor_critic(cfg, 5)
+    bf16 = build_actor_critic(ModelConfig.from_dict({**cfg.to_dict(), "precision": "bf16"}), 5)
+    bf16.load_state_dict(fp32.state_dict())
+    seen = []
+    bf16.core.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    conv_out = []
+    bf16.encoder.register_forward_hook(lambda m, args, out: conv_out.append(out.dtype))
+    obs = torch.randint(0, 256, (3, 4, 64, 64, 3), dtype=torch.uint8)
+    rew, start = torch.rand(3, 4), torch.zeros(3, 4, dtype=torch.bool)
+    state = fp32.initial_state(4)
+    l32, v32, s32 = fp32(obs, rew, start, state)
+    l16, v16, s16 = bf16(obs, rew, start, state)
+    assert seen == [torch.float32] and conv_out == [torch.bfloat16]
+    assert l16.dtype == v16.dtype == torch.float32
+    assert all(s.dtype == torch.float32 for s in s16)
+    assert not torch.equal(l16, l32)  # bf16 really ran
+    torch.testing.assert_close(l16, l32, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(v16, v32, atol=0.05, rtol=0.05)
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: fp32, bf16"):
+        ModelConfig(precision="fp16")
+
+
+def test_async_training_in_bf16(tmp_path):
+    cfg = async_cfg(tmp_path / "run", "vtrace", core="srwm", total_steps=64)
+    cfg.model = ModelConfig.from_dict({**cfg.model.to_dict(), "precision": "bf16"})
+    result = train(cfg, progress=False)
+    assert result.global_step == 64
+    agent = ckpt.load_agent(tmp_path / "run")
+    assert agent.policy.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in agent.policy.parameters())
