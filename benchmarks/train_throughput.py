@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -87,7 +88,7 @@ def make_cfg(args, pipeline: str, algo: str, core: str, num_envs: int, run_dir: 
                       env_groups=args.env_groups, procgen_threads=args.procgen_threads,
                       max_policy_lag=args.max_policy_lag)
     cfg.ppo.num_minibatches = args.num_minibatches
-    cfg.vtrace.batch_size = min(cfg.vtrace.batch_size, num_envs)
+    cfg.vtrace.batch_size = math.gcd(cfg.vtrace.batch_size, num_envs)
     return cfg.resolved()
 
 

@@ -214,6 +214,16 @@ def test_async_training_logs_the_lag_within_its_bound(tmp_path, algo, lag):
     assert [e.value for e in acc.Scalars("charts/policy_lag")] == lags
 
 
+@pytest.mark.parametrize("core", ["srwm", "deltanet", "ff", "fake-sr"])
+def test_every_core_trains_through_the_async_pipeline(tmp_path, core):
+    seen = []
+    result = train(async_cfg(tmp_path / "run", "vtrace", core=core, total_steps=96),
+                   progress=False, on_update=lambda s, m: seen.append(m))
+    assert result.global_step == 96 and len(seen) == 3
+    assert all(np.isfinite(m["losses/policy"]) for m in seen)
+    assert not pipeline_threads()
+
+
 def test_async_on_a_supplied_env_is_one_group(tmp_path):
     cfg = async_cfg(tmp_path / "run", "vtrace", core="ff", total_steps=64)
     cfg.games = ["all"]
