@@ -128,10 +128,11 @@ class _Setup:
                 env.close()
 
     def describe(self) -> str:
-        """One line: the pipeline, env groups, ProcGen threads, lag bound (printed at start)."""
+        """One line: the pipeline, env groups, ProcGen threads, lag bound (printed at start
+        as `train: pipeline: ...`; dry_run's "pipeline")."""
         cfg = self.cfg
         how = f"auto on {self.device.type}" if cfg.pipeline == "auto" else "chosen"
-        line = f"pipeline: {self.pipeline} ({how})"
+        line = f"{self.pipeline} ({how})"
         if self.pipeline == "async":
             groups = self.groups or [self.env]
             line += (f"; env groups: {len(groups)} x {groups[0].num_envs} envs; max policy "
@@ -320,7 +321,7 @@ def train(cfg: TrainConfig, env: VecEnv | None = None, *,
             ckpt.set_rng_state(payload["rng"])
         ckpt.atomic_write_json(Path(cfg.run_dir) / CONFIG_FILE, cfg.to_dict())
         if progress:
-            print(f"train: {s.describe()}", file=sys.stderr, flush=True)
+            print(f"train: pipeline: {s.describe()}", file=sys.stderr, flush=True)
         lifetime_seed = env_seed(cfg.seed, int(payload["global_step"]) if payload else 0) + 1
         pipeline = None
         if s.pipeline == "sync":
