@@ -375,8 +375,10 @@ class AsyncPipeline:
         return False
 
     # ------------------------------------------------------------------ learner side
-    def next_rollout(self) -> tuple[Rollout, int, CollectTiming]:
-        """The next segment, its policy lag (updates) and the actor's timing of it; raises
+    def next_rollout(self, should_stop: Callable[[], bool] | None = None
+                     ) -> tuple[Rollout, int, CollectTiming] | None:
+        """The next segment, its policy lag (updates) and the actor's timing of it; None when
+        `should_stop()` turns true while waiting (a signal: stop without the segment); raises
         RunFailed when the actor or an env group failed."""
         while True:
             try:
@@ -384,6 +386,8 @@ class AsyncPipeline:
             except queue.Empty:
                 if self._error is not None or not self._thread.is_alive():
                     self._raise_failure()
+                if should_stop is not None and should_stop():
+                    return None
                 continue
             if item is _FAILED:
                 self._raise_failure()

@@ -29,7 +29,8 @@ RunFailed (one line) after saving a checkpoint. The choices are printed at the s
 
 Stopping and resuming:
 
-- SIGINT (Ctrl-C) or SIGTERM: the current collect + update finishes, a checkpoint is saved and
+- SIGINT (Ctrl-C) or SIGTERM: the current collect + update finishes (async: an update in
+  progress finishes; a segment still being collected is dropped), a checkpoint is saved and
   `train` returns with `result.interrupted` = "SIGINT" / "SIGTERM" (train_rl.py then exits 130
   / 143, the shell conventions for those signals). A second Ctrl-C aborts at once (the last
   completed checkpoint stays intact: writes are atomic).
@@ -432,7 +433,9 @@ class Trainer:
         last_ckpt_time = time.monotonic()
         next_ckpt_step = _next_multiple(self.global_step, cfg.checkpoint_every_steps)
         while self.global_step < cfg.total_steps and stop["signal"] is None:
-            metrics = self._collect_and_update()
+            metrics = self._collect_and_update(lambda: stop["signal"] is not None)
+            if metrics is None:  # async: a signal came while waiting for a segment
+                break
             self._log(metrics, writer)
             bar.update(self.global_step, self.stats.recent_mean_return(),
                        self.stats.recent_mean_score())
@@ -448,10 +451,12 @@ class Trainer:
                 self._last_ckpt_step, last_ckpt_time = self.global_step, time.monotonic()
                 next_ckpt_step = _next_multiple(self.global_step, cfg.checkpoint_every_steps)
 
-    def _collect_and_update(self) -> dict[str, float]:
-        """One segment and one update; counts steps and episodes; returns the metrics."""
+    def _collect_and_update(self, should_stop: Callable[[], bool] | None = None
+                            ) -> dict[str, float] | None:
+        """One segment and one update; counts steps and episodes; returns the metrics (None:
+        the async pipeline was asked to stop while waiting for a segment)."""
         if self.pipeline is not None:
-            return self._next_and_update()
+            return self._next_and_update(should_stop)
         t0 = time.perf_counter()
         rollout = self.collector.collect()
         t1 = time.perf_counter()
@@ -465,12 +470,16 @@ class Trainer:
         metrics["charts/time_update_s"] = t2 - t1
         return metrics
 
-    def _next_and_update(self) -> dict[str, float]:
+    def _next_and_update(self, should_stop: Callable[[], bool] | None = None
+                         ) -> dict[str, float] | None:
         """The async pipeline's turn: the next segment from the actor thread, the update, the
         new parameters handed back to the actor; the lag and the actor's timing logged."""
         assert self.pipeline is not None
         t0 = time.perf_counter()
-        rollout, lag, timing = self.pipeline.next_rollout()
+        got = self.pipeline.next_rollout(should_stop)
+        if got is None:
+            return None
+        rollout, lag, timing = got
         t1 = time.perf_counter()
         try:
             metrics = dict(self.learner.update(rollout))

@@ -249,6 +249,34 @@ def test_a_signal_stops_the_async_pipeline_and_saves(tmp_path, sig):
     assert not pipeline_threads()
 
 
+def test_a_signal_while_waiting_for_a_segment_stops_without_it(tmp_path, monkeypatch):
+    """The learner waits for a slow segment (lag 0, envs sleeping 0.1 s a step): a SIGTERM
+    then stops the run at once, without the segment's update."""
+    real = trainer_mod.build_env_groups
+
+    def build(*args, **kwargs):
+        envs = real(*args, **kwargs)
+        for env in envs:
+            original = env.step
+            env.step = lambda a, original=original: (time.sleep(0.1), original(a))[1]
+        return envs
+
+    monkeypatch.setattr(trainer_mod, "build_env_groups", build)
+    timers = []
+
+    def on_update(step, metrics):
+        if step == 32:
+            timers.append(threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)))
+            timers[-1].start()
+
+    result = train(async_cfg(tmp_path / "run", max_policy_lag=0, total_steps=100_000),
+                   progress=False, on_update=on_update)
+    timers[0].join()
+    assert result.interrupted == "SIGTERM" and result.global_step == 32
+    assert ckpt.find_latest_checkpoint(tmp_path / "run").name == "ckpt_000000000032.pt"
+    assert not pipeline_threads()
+
+
 def _failing_groups(monkeypatch, fail_at: int):
     real = trainer_mod.build_env_groups
 
