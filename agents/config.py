@@ -100,6 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 _SPEC_SRWM: dict[str, Any] = {
     "model.srwm_pre_ln": False, "model.srwm_qk_init_scale": 1.0, "model.srwm_input_scale": 1.0,
     "model.srwm_beta_init": 0.0, "model.srwm_state_decay": 1.0, "model.srwm_w0_scale": 1.0,
+    "model.srwm_state_max_norm": 0.0,
     "model.srwm_detach_every_step": False,
 }
 SRWM_PROFILES: dict[str, dict[str, Any]] = {

@@ -9,9 +9,12 @@ merged over the defaults ("model", "ppo" and "vtrace" key by key, other keys rep
 Keys: "name", "task" (cue-recall | switching-bandit), "task_kwargs", "core", "algo" (ppo |
 vtrace), "steps", "seed" (or "seeds": [..], expanded to one run per seed), "num_envs",
 "unroll", "state_reset", "state_lifetime", "model" (ModelConfig overrides), "ppo" / "vtrace"
-(learner config fields), "eval_every" (env steps). Every run trains one tiny
-agent on one process with 1 torch thread (tests/agents/learning_harness.py) and evaluates it
-greedily on fresh envs every eval_every steps and at the end. Its line holds the curve of
+(learner config fields), "eval_every" (env steps); "package": true starts from the package's
+defaults and the memory-tiny preset instead (what the learning tests use), with "profile"
+naming an SRWM profile (default | published | spec) applied before the overrides.
+Every run trains one tiny agent on one process with 1 torch thread
+(tests/agents/learning_harness.py) and evaluates it greedily on fresh envs every eval_every
+steps and at the end. Its line holds the curve of
 scores, steps_to_success (first evaluation at or above the task's bar, SUCCESS in the
 harness), the final score, min_after_success (the lowest score after the first success: a
 collapse shows here) and the seconds it took. Lines already in --out (same name and seed) are
@@ -51,6 +54,32 @@ def expand(doc) -> list[dict]:
     return out
 
 
+def package_run(spec: dict):
+    """A run with `"package": true`: the package's defaults and the memory-tiny preset
+    (learning_harness.package_setup, exactly what the learning tests use), then the SRWM
+    profile named by "profile" (agents.config.SRWM_PROFILES), then "model", "ppo", "vtrace",
+    "state_reset" and "state_lifetime" overrides."""
+    import dataclasses
+
+    from agents.config import SRWM_PROFILES
+    from tests.agents import learning_harness as lh
+
+    setup = lh.package_setup(spec["task"], spec["core"], spec["algo"], int(spec["steps"]),
+                             int(spec["seed"]), dict(spec.get("task_kwargs", {})))
+    for key, value in SRWM_PROFILES[spec.get("profile", "default")].items():
+        if key.startswith("model."):
+            setup.model[key.split(".", 1)[1]] = value
+        else:
+            setattr(setup, key, value)
+    setup.model.update(spec.get("model", {}))
+    setup.ppo = dataclasses.replace(setup.ppo, **spec.get("ppo", {}))
+    setup.vtrace = dataclasses.replace(setup.vtrace, **spec.get("vtrace", {}))
+    for key in ("state_reset", "state_lifetime"):
+        if key in spec:
+            setattr(setup, key, spec[key])
+    return setup
+
+
 def run_one(spec: dict) -> dict:
     import torch
 
@@ -59,13 +88,17 @@ def run_one(spec: dict) -> dict:
     from agents.vtrace import VTraceConfig
     from tests.agents import learning_harness as lh
 
-    setup = lh.Setup(
-        task=spec["task"], task_kwargs=dict(spec.get("task_kwargs", {})), core=spec["core"],
-        algo=spec["algo"], steps=int(spec["steps"]), seed=int(spec["seed"]),
-        num_envs=int(spec.get("num_envs", 16)), unroll=int(spec.get("unroll", 12)),
-        state_reset=spec.get("state_reset", "never"),
-        state_lifetime=float(spec.get("state_lifetime", 0.0)), model=dict(spec.get("model", {})),
-        ppo=PPOConfig(**spec.get("ppo", {})), vtrace=VTraceConfig(**spec.get("vtrace", {})))
+    if spec.get("package"):
+        setup = package_run(spec)
+    else:
+        setup = lh.Setup(
+            task=spec["task"], task_kwargs=dict(spec.get("task_kwargs", {})), core=spec["core"],
+            algo=spec["algo"], steps=int(spec["steps"]), seed=int(spec["seed"]),
+            num_envs=int(spec.get("num_envs", 16)), unroll=int(spec.get("unroll", 12)),
+            state_reset=spec.get("state_reset", "never"),
+            state_lifetime=float(spec.get("state_lifetime", 0.0)),
+            model=dict(spec.get("model", {})),
+            ppo=PPOConfig(**spec.get("ppo", {})), vtrace=VTraceConfig(**spec.get("vtrace", {})))
     curve: list[tuple[int, float]] = []
     diag: list[dict] = []
     last: dict = {}

@@ -4,6 +4,7 @@ the state decay.
 
     python benchmarks/state_growth.py --steps 1000000 --out benchmarks/results/state_growth.json
     python benchmarks/state_growth.py --trained RUN_DIR_OR_CKPT ...   # also a trained agent's
+    python benchmarks/state_growth.py --decays 1 --max-norm 1000 ...  # the hard bound alone
 
 The op alone (policies.srwm.ops.srwm_naive), no gradient: H = 2 heads, d = 16, batch 8,
 W0 drawn as the layer draws it (every entry Normal(0, 1/sqrt(d))), head inputs Normal(0, std^2)
@@ -29,19 +30,25 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from policies.srwm.layer import bound_norm  # noqa: E402
 from policies.srwm.ops import srwm_naive  # noqa: E402
 
 H, D, B, CHUNK = 2, 16, 8, 100
 
 
 @torch.no_grad()
-def grow(w0: torch.Tensor, inputs, steps: int, every: int, decay: float) -> list[dict]:
-    """Carry the state for `steps` steps; inputs(t0, n) -> head inputs [n, B, H, d]."""
+def grow(w0: torch.Tensor, inputs, steps: int, every: int, decay: float,
+         max_norm: float = 0.0) -> list[dict]:
+    """Carry the state for `steps` steps; inputs(t0, n) -> head inputs [n, B, H, d]. With
+    max_norm > 0 the state is bounded after every chunk as the layer bounds it between calls
+    (policies.srwm.layer.bound_norm)."""
     state = torch.zeros(B, *w0.shape)
     curve = []
     for t0 in range(0, steps, CHUNK):
         n = min(CHUNK, steps - t0)
         _, state = srwm_naive(inputs(t0, n), w0, state, decay=decay)
+        if max_norm > 0:
+            state = bound_norm(state, max_norm)
         done = t0 + n
         if done % every == 0 or done == steps:
             norms = torch.linalg.matrix_norm(state)  # [B, H]
@@ -52,7 +59,8 @@ def grow(w0: torch.Tensor, inputs, steps: int, every: int, decay: float) -> list
     return curve
 
 
-def random_case(std: float, decay: float, steps: int, every: int, seed: int) -> dict:
+def random_case(std: float, decay: float, steps: int, every: int, seed: int,
+                max_norm: float = 0.0) -> dict:
     g = torch.Generator().manual_seed(seed)
     w0 = torch.randn(H, 3 * D + 4, D, generator=g) * D**-0.5
 
@@ -60,8 +68,9 @@ def random_case(std: float, decay: float, steps: int, every: int, seed: int) -> 
         return torch.randn(n, B, H, D, generator=g) * std
 
     t = time.time()
-    curve = grow(w0, inputs, steps, every, decay)
-    return {"case": f"random W0, inputs std {std:g}", "decay": decay, "curve": curve,
+    curve = grow(w0, inputs, steps, every, decay, max_norm)
+    return {"case": f"random W0, inputs std {std:g}", "decay": decay, "max_norm": max_norm,
+            "curve": curve,
             "seconds": round(time.time() - t, 1)}
 
 
@@ -119,6 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--stds", default="1,5")
     p.add_argument("--trained", action="append", default=[],
                    help="run dir or checkpoint of a trained srwm agent (repeatable)")
+    p.add_argument("--max-norm", type=float, default=0.0,
+                   help="bound the state's per-head norm after every chunk (0: no bound)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
@@ -126,7 +137,8 @@ def main(argv=None) -> int:
     results = []
     for std in map(float, args.stds.split(",")):
         for decay in map(float, args.decays.split(",")):
-            results.append(random_case(std, decay, args.steps, args.every, args.seed))
+            results.append(random_case(std, decay, args.steps, args.every, args.seed,
+                                       args.max_norm))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}
                              | {"last": results[-1]["curve"][-1]}), flush=True)
     for path in args.trained:

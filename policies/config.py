@@ -75,6 +75,11 @@ class ModelConfig:
     """lambda in (0, 1]: before every step the SRWM's modification decays toward W0,
     S <- lambda S (1 = none, as in SPEC). Bounds what a carried state can accumulate."""
 
+    srwm_state_max_norm: float = 1000.0
+    """Hard bound on the carried SRWM state: after every call of the layer (every acting step;
+    every training segment) each head's modification is scaled down to at most this Frobenius
+    norm (0 = no bound, as in SPEC). With the default decay it is never reached in practice."""
+
     srwm_w0_scale: float = 3.0
     """The SRWM's W0 is stored divided by this factor and multiplied back when used: with
     Adam or RMSprop its effective learning rate is this many times the learner's (1 = SPEC)."""
@@ -112,6 +117,9 @@ class ModelConfig:
             raise ValueError(f"srwm_qk_init_scale must be positive, got {self.srwm_qk_init_scale}")
         if not self.srwm_w0_scale > 0:
             raise ValueError(f"srwm_w0_scale must be positive, got {self.srwm_w0_scale}")
+        if not self.srwm_state_max_norm >= 0:
+            raise ValueError(
+                f"srwm_state_max_norm must be >= 0 (0 = no bound), got {self.srwm_state_max_norm}")
         if not 0.0 < self.srwm_state_decay <= 1.0:
             raise ValueError(f"srwm_state_decay must be in (0, 1], got {self.srwm_state_decay}")
         if self.num_layers < 0:

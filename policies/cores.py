@@ -133,7 +133,8 @@ class SRWMCore(MemoryStack):
                          kernel=cfg.srwm_kernel, detach_every_step=cfg.srwm_detach_every_step,
                          pre_ln=cfg.srwm_pre_ln, qk_init_scale=cfg.srwm_qk_init_scale,
                          beta_init=cfg.srwm_beta_init, input_scale=cfg.srwm_input_scale,
-                         state_decay=cfg.srwm_state_decay, w0_scale=cfg.srwm_w0_scale)
+                         state_decay=cfg.srwm_state_decay, w0_scale=cfg.srwm_w0_scale,
+                         state_max_norm=cfg.srwm_state_max_norm)
 
 
 class FakeSRCore(MemoryStack):

@@ -7,3 +7,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures that tests recorded as `("figure", text)` user properties (the
+    learning tests' per-seed scores), so that every run's log holds them, xdist workers too."""
+    lines = []
+    for outcome in ("passed", "failed"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            if getattr(rep, "when", "call") != "call":
+                continue
+            lines += [f"{outcome.upper()} {text}"
+                      for key, text in getattr(rep, "user_properties", []) if key == "figure"]
+    if lines:
+        terminalreporter.write_sep("-", "figures recorded by the tests")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -9,6 +9,14 @@ from torch import nn
 from .ops import srwm
 
 
+def bound_norm(state: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """state [B, H, rows, d] with every (b, h) matrix scaled down to Frobenius norm <= max_norm.
+    Matrices already within the bound are multiplied by exactly 1 (bitwise unchanged)."""
+    norm = torch.linalg.vector_norm(state.flatten(2), dim=-1)  # [B, H]
+    scale = (max_norm / norm.clamp_min(torch.finfo(state.dtype).tiny)).clamp(max=1.0)
+    return state * scale[..., None, None].to(state.dtype)
+
+
 class SRWMLayer(nn.Module):
     """Self-referential weight matrix sub-layer on a residual stream of size H*d.
 
@@ -27,6 +35,9 @@ class SRWMLayer(nn.Module):
                        x_t = softmax(input_scale * LN(h_t)[head]); > 1 sharpens x_t.
       state_decay:     lambda in (0, 1]: the modification decays, S <- lambda S, before every
                        step (a change of the op, supported by both kernels).
+      state_max_norm:  > 0: the state this layer returns (the one carried to its next call) has
+                       per-head Frobenius norm at most this; larger ones are scaled down
+                       (0: no bound). Applied between calls, not inside the op.
       w0_scale:        W0 is stored divided by this factor (see base_weights): with Adam or
                        RMSprop, W0 learns this many times faster than the other parameters.
     """
@@ -45,6 +56,7 @@ class SRWMLayer(nn.Module):
         input_scale: float = 1.0,
         state_decay: float = 1.0,
         w0_scale: float = 1.0,
+        state_max_norm: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -56,6 +68,9 @@ class SRWMLayer(nn.Module):
         if not 0.0 < float(state_decay) <= 1.0:
             raise ValueError(f"state_decay must be in (0, 1], got {state_decay}")
         self.state_decay = float(state_decay)
+        if not float(state_max_norm) >= 0:
+            raise ValueError(f"state_max_norm must be >= 0, got {state_max_norm}")
+        self.state_max_norm = float(state_max_norm)
         rows = 3 * head_size + 4 if self_modify else head_size
         w0 = torch.randn(num_heads, rows, head_size) * head_size**-0.5
         if self_modify:
@@ -99,6 +114,8 @@ class SRWMLayer(nn.Module):
         if self.self_modify:
             y, state = srwm(x, self.base_weights(), state, episode_start, kernel=self.kernel,
                             detach_every_step=self.detach_every_step, decay=self.state_decay)
+            if self.state_max_norm > 0:
+                state = bound_norm(state, self.state_max_norm)
         else:
             y = torch.einsum("hrc,tbhc->tbhr", self.base_weights(), F.softmax(x, dim=-1))
             state = None

@@ -33,66 +33,74 @@ SRWM_CUE_STEPS = 2 * LSTM_CUE_STEPS
 BANDIT_STEPS = 20_000  # lstm ~4k, srwm ~2-12k steps to the bar
 
 
-def run(task, kwargs, core, algo, steps, seed, **changes) -> lh.EvalResult:
+@pytest.fixture
+def rec(record_property):
+    """pytest's record_property under a short name."""
+    return record_property
+
+
+def run(rec, task, kwargs, core, algo, steps, seed, **changes) -> lh.EvalResult:
+    """Train and evaluate one run; its figures go to stdout and, through `rec` (pytest's
+    record_property), to the summary at the end of the test session (tests/conftest.py)."""
     setup = lh.package_setup(task, core, algo, steps, seed, kwargs)
     for name, value in changes.items():
         setattr(setup, name, value)
     policy, collector, train_return = lh.train_run(setup)
     collector.env.close()
     result = lh.evaluate(policy, setup)
-    print(f"{core} {algo} {task} seed {seed} ({steps} steps, {changes or 'defaults'}): "
-          f"score {result.score:.3f}, by episode index "
-          f"{' '.join(f'{x:.2f}' for x in result.by_index)}, late training return "
-          f"{train_return:.3f}")
+    text = (f"{core} {algo} {task} seed {seed} ({steps} steps, {changes or 'defaults'}): "
+            f"score {result.score:.3f}, by episode index "
+            f"{' '.join(f'{x:.2f}' for x in result.by_index)}, late training return "
+            f"{train_return:.3f}")
+    print(text)
+    rec("figure", text)
     return result
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_cue_recall_lstm_ppo_learns(seed):
-    assert run("cue-recall", CUE, "lstm", "ppo", LSTM_CUE_STEPS, seed).score >= 0.9
+def test_cue_recall_lstm_ppo_learns(seed, rec):
+    assert run(rec, "cue-recall", CUE, "lstm", "ppo", LSTM_CUE_STEPS, seed).score >= 0.9
 
 
-def test_cue_recall_srwm_ppo_learns():
-    """The default SRWM learns cue-recall on 3 of 5 seeds at 40k steps (seeds 0, 2, 4; seed 1
-    reaches 1.0 during training, then ends needing a warm-up episode: 0.47 on the first
-    episode from a fresh state, 0.94 on the fourth; seed 3 stays at chance). That is short of
-    the bar of 4 of 5 (benchmarks/RESULTS.md), so this test asserts what the study supports
-    for the first two seeds together: at least one learns to >= 0.9 and neither ends below
-    chance + 0.1 on average... is NOT asserted, since seed-3-like runs stay at chance. Both
-    seeds run and print their figures."""
-    scores = [run("cue-recall", CUE, "srwm", "ppo", SRWM_CUE_STEPS, seed).score
+def test_cue_recall_srwm_ppo_learns(rec):
+    """The default SRWM learns cue-recall on 3 of 5 seeds at 40k steps in the study
+    (benchmarks/RESULTS.md, "SRWM learnability"), short of the 4-of-5 bar that the LSTM meets.
+    So this test asserts only what 3 of 5 supports for the two fixed seeds: at least one of them
+    learns to >= 0.9. Both seeds run and print their figures (in the study seed 0 reached 1.00;
+    seed 1 reached 1.0 during training but ended needing a warm-up episode, 0.74 overall)."""
+    scores = [run(rec, "cue-recall", CUE, "srwm", "ppo", SRWM_CUE_STEPS, seed).score
               for seed in SEEDS]
     assert max(scores) >= 0.9, scores
 
 
-def test_cue_recall_ff_ppo_stays_at_chance():
+def test_cue_recall_ff_ppo_stays_at_chance(rec):
     """Without memory the answer frame says nothing about the cue: the best a feed-forward
     policy can do is chance (1/2). Over 256 greedy episodes the std of the success rate at
     chance is about 0.03, so chance + 0.1 is > 3 standard deviations above it, far below the
     0.9 that the lstm reaches with the same budget."""
     chance = reference_returns("cue-recall", **CUE)["chance"]
-    assert run("cue-recall", CUE, "ff", "ppo", LSTM_CUE_STEPS, 0).score < chance + 0.1
+    assert run(rec, "cue-recall", CUE, "ff", "ppo", LSTM_CUE_STEPS, 0).score < chance + 0.1
 
 
 @pytest.mark.parametrize("core", ["srwm", "lstm"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_switching_bandit_ppo_adapts_from_a_fresh_state(core, seed):
+def test_switching_bandit_ppo_adapts_from_a_fresh_state(core, seed, rec):
     """Carried across episodes (with the default lifetime), the agent learns to find the good
     arm from a fresh state within its first 4 episodes on new envs."""
-    assert run("switching-bandit", BANDIT, core, "ppo", BANDIT_STEPS, seed).score >= 0.8
+    assert run(rec, "switching-bandit", BANDIT, core, "ppo", BANDIT_STEPS, seed).score >= 0.8
 
 
-def test_switching_bandit_srwm_episode_reset_stays_at_chance():
+def test_switching_bandit_srwm_episode_reset_stays_at_chance(rec):
     """Reset at every episode start, the agent cannot know which arm paid last (the reward fed
     in at the choice frame is 0): its expected return is chance, 0.5. So the score the carried
     state reaches above is the memory's, not something a reset agent could also get."""
     chance = reference_returns("switching-bandit", **BANDIT)["chance"]
-    result = run("switching-bandit", BANDIT, "srwm", "ppo", BANDIT_STEPS, 0,
+    result = run(rec, "switching-bandit", BANDIT, "srwm", "ppo", BANDIT_STEPS, 0,
                  state_reset="episode", state_lifetime=0.0)
     assert result.score < chance + 0.1
 
 
 @pytest.mark.parametrize("core", ["srwm", "lstm"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_switching_bandit_vtrace_adapts_from_a_fresh_state(core, seed):
-    assert run("switching-bandit", BANDIT, core, "vtrace", BANDIT_STEPS, seed).score >= 0.8
+def test_switching_bandit_vtrace_adapts_from_a_fresh_state(core, seed, rec):
+    assert run(rec, "switching-bandit", BANDIT, core, "vtrace", BANDIT_STEPS, seed).score >= 0.8

@@ -22,7 +22,8 @@ def test_published_profile_sets_the_papers_agent():
     assert cfg.srwm_profile == "published"
     assert m.srwm_detach_every_step and cfg.state_reset == "episode" and cfg.state_lifetime == 0
     assert (m.srwm_pre_ln, m.srwm_qk_init_scale, m.srwm_input_scale, m.srwm_beta_init,
-            m.srwm_state_decay, m.srwm_w0_scale) == (False, 1.0, 1.0, 0.0, 1.0, 1.0)
+            m.srwm_state_decay, m.srwm_w0_scale, m.srwm_state_max_norm) == (
+                False, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0)
     spec = config_from_args(["--games", "cue-recall", "--srwm-profile", "spec"])
     assert not spec.model.srwm_detach_every_step
     assert spec.state_reset == TrainConfig().state_reset

@@ -217,3 +217,51 @@ def test_srwm_options_in_model_config():
     assert all(m.norm is not None for m in core.memories)
     with pytest.raises(ValueError, match="srwm_qk_init_scale"):
         ModelConfig(core="srwm", srwm_qk_init_scale=0)
+
+
+def test_srwm_state_bound_scales_only_what_exceeds_it():
+    from policies.srwm.layer import bound_norm
+
+    g = torch.Generator().manual_seed(0)
+    state = torch.randn(3, 2, 28, 8, generator=g, dtype=torch.float64)
+    state[0, 1] *= 100.0  # one matrix far above the bound, the rest below it
+    norms = torch.linalg.vector_norm(state.flatten(2), dim=-1)
+    bound = float(norms[0, 1]) / 10
+    assert (norms.flatten().sort().values[-2] < bound).item()
+    out = bound_norm(state, bound)
+    out_norms = torch.linalg.vector_norm(out.flatten(2), dim=-1)
+    assert out_norms[0, 1].item() == pytest.approx(bound, rel=1e-12)
+    # the scaled matrix keeps its direction; the others are bitwise unchanged
+    assert torch.allclose(out[0, 1] / bound, state[0, 1] / norms[0, 1], rtol=1e-12)
+    keep = torch.ones(3, 2, dtype=torch.bool)
+    keep[0, 1] = False
+    assert torch.equal(out[keep], state[keep])
+
+
+def test_srwm_carried_state_stays_within_its_bound():
+    """Without decay and with large inputs the modification grows past any small bound; with
+    srwm_state_max_norm the state carried from call to call never exceeds it, and a bound that
+    is never reached changes nothing (bitwise)."""
+    from policies.srwm import SRWMLayer
+
+    T, B, H, d, calls, bound = 10, 4, 2, 8, 20, 2.0
+    g = torch.Generator().manual_seed(1)
+    hs = [torch.randn(T, B, H * d, generator=g, dtype=torch.float64) * 5 for _ in range(calls)]
+
+    def carry(max_norm):
+        torch.manual_seed(0)
+        layer = SRWMLayer(H, d, kernel="naive", state_max_norm=max_norm).double()
+        state, outs, norms = None, [], []
+        for h in hs:
+            out, state = layer(h, state, None)
+            outs.append(out)
+            norms.append(torch.linalg.vector_norm(state.flatten(2), dim=-1).max().item())
+        return outs, norms
+
+    _, free = carry(0.0)
+    assert max(free) > 2 * bound  # the test case does grow past the bound unbounded
+    _, bounded = carry(bound)
+    assert max(bounded) <= bound * (1 + 1e-12)
+    outs_big, _ = carry(1e9)
+    outs_free, _ = carry(0.0)
+    assert all(torch.equal(a, b) for a, b in zip(outs_big, outs_free, strict=True))
