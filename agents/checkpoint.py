@@ -26,6 +26,11 @@ back into a policy and learner.
 Writes are atomic: a temp file in the same directory, flush + fsync, os.replace, then the
 directory is fsynced. A write killed half-way leaves the previous checkpoints intact (and at
 worst a `.tmp` file that is ignored and cleaned up by the next save).
+
+Reading a run dir takes its newest checkpoint that loads and validates (format, version, keys,
+finite parameters): a newer truncated, zeroed, damaged, empty or NaN one is named in one
+`warning:` line and left in place (`load_newest_valid`). Corrupt-file messages are one whole
+sentence that says what is wrong, not a cut library message.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import os
 import pickle
 import random
 import re
+import sys
 import tempfile
 import time
 import zipfile
@@ -57,6 +63,10 @@ FORMAT = "srwm-procgen-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
 _NAME_RE = re.compile(r"^ckpt_(\d{12})\.pt$")
+FAULT_KILL_IN_WRITE = "AGENTS_FAULT_KILL_IN_CHECKPOINT_WRITE"
+"""Test hook (tests/test_faults.py only, not an option): when this environment variable is
+N, the N-th checkpoint write of the process stops half-way with SIGKILL."""
+_checkpoint_writes = 0
 
 
 # ---------------------------------------------------------------------- atomic writes
@@ -67,6 +77,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if os.environ.get(FAULT_KILL_IN_WRITE) and _NAME_RE.match(path.name):
+                _die_half_way(f, data)  # test hook (tests/test_faults.py), not for users
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -79,6 +91,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _die_half_way(f: Any, data: bytes) -> None:
+    """The fault-injection hook: write half of a checkpoint to its temp file, then SIGKILL
+    this process (as a kill or power loss in the middle of a write would)."""
+    import signal
+
+    global _checkpoint_writes
+    _checkpoint_writes += 1
+    if _checkpoint_writes < int(os.environ[FAULT_KILL_IN_WRITE]):
+        return
+    f.write(data[: len(data) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -182,7 +209,7 @@ def restore(policy: torch.nn.Module, learner: Learner, payload: Mapping[str, Any
         learner.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"checkpoint {payload['path']!r}: learner state does not fit "
-                              f"the {learner.algo} learner ({one_line(e)[:200]})") from None
+                              f"the {learner.algo} learner ({_short(e)})") from None
 
 
 # ---------------------------------------------------------------------- save / find / load
@@ -265,40 +292,137 @@ def resolve_checkpoint_path(path_or_run_dir: str | os.PathLike) -> Path:
     return p
 
 
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / CHECKPOINT_DIR).is_dir() or not any(path.glob("*.pt")))
+
+
 def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: Any = "cpu"
                     ) -> dict[str, Any]:
     """Read and check a checkpoint (weights_only); tensors mapped to `map_location`.
 
-    Raises CheckpointError (one line) for a missing, unreadable, corrupt or foreign file.
+    Given a run dir: its newest checkpoint that loads and validates (`load_newest_valid`);
+    each newer one that does not is named in one warning line on stderr and left in place.
+    Given a file: that file. Raises CheckpointError (one line) for a missing, unreadable,
+    corrupt or foreign file, or a run dir without an intact checkpoint.
     """
-    path = resolve_checkpoint_path(path_or_run_dir)
+    p = Path(path_or_run_dir)
+    if _is_run_dir(p):
+        return load_newest_valid(p, map_location)
+    path = resolve_checkpoint_path(p)
+    try:
+        return _load_file(path, map_location)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{_sibling_hint(path)}") from None
+
+
+def _sibling_hint(path: Path) -> str:
+    """For a bad checkpoint file inside a run dir: which intact one that run has, if any."""
+    if path.parent.name != CHECKPOINT_DIR:
+        return ""
+    run_dir = path.parent.parent
+    for other in reversed(list_checkpoints(run_dir)):
+        if other.resolve() == path.resolve():
+            continue
+        try:
+            _load_file(other, "cpu")
+        except CheckpointError:
+            continue
+        return f"; the newest intact checkpoint of that run is {other.name}"
+    return "; that run has no intact checkpoint"
+
+
+def load_newest_valid(run_dir: str | os.PathLike, map_location: Any = "cpu",
+                      warn: Any = None) -> dict[str, Any]:
+    """The newest checkpoint of run_dir that loads and validates (`_load_file`). Every newer
+    one that does not is named in one warning line (`warn`, default: stderr) and is never
+    deleted. CheckpointError (one line) when no checkpoint exists or none is intact."""
+    run_dir = Path(run_dir)
+    ckpts = list_checkpoints(run_dir) if run_dir.is_dir() else []
+    if not ckpts:
+        find_latest_checkpoint(run_dir)  # raises the right "no checkpoint" error
+    skipped: list[tuple[Path, str]] = []
+    for path in reversed(ckpts):
+        try:
+            payload = _load_file(path, map_location)
+        except CheckpointError as e:
+            skipped.append((path, getattr(e, "reason", str(e))))
+            continue
+        for bad, reason in skipped:
+            (warn or _warn)(f"skipped checkpoint {str(bad)!r}: {reason}; using the older "
+                            f"{path.name} (the skipped file is kept)")
+        return payload
+    names = ", ".join(f"{p.name} ({r})" for p, r in skipped)
+    raise CheckpointError(f"no intact checkpoint in {str(run_dir)!r}: {names}")
+
+
+def _short(error: BaseException, limit: int = 120) -> str:
+    """The first clause of an exception's message, whole words, at most `limit` characters."""
+    text = one_line(error)
+    for sep in (". ", "\t"):
+        text = text.split(sep, 1)[0]
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return text or type(error).__name__
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _bad(path: Path, reason: str) -> CheckpointError:
+    """A CheckpointError 'checkpoint PATH <reason>' that also keeps the reason alone."""
+    err = CheckpointError(f"checkpoint {str(path)!r} {reason}")
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def _load_file(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read one checkpoint file, check its format and that its parameters are finite."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise _bad(path, "does not exist") from None
+    except OSError as e:
+        raise _bad(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+    if path.is_dir():
+        raise _bad(path, "is a directory")
+    if size == 0:
+        raise _bad(path, "is corrupt: empty (0 bytes)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"checkpoint {str(path)!r} is a directory") from None
     except PermissionError:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not readable") from None
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
-            OSError, AttributeError, KeyError, TypeError, IndexError) as e:
-        msg = one_line(e)
-        if "WeightsUnpickler error:" in msg:  # keep the one informative sentence
-            msg = msg.split("WeightsUnpickler error:", 1)[1].split(" Please use")[0].strip()
-        msg = msg[:200]
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or not a checkpoint of this "
-                              f"project ({type(e).__name__}: {msg})") from None
+        raise _bad(path, "is not readable (permission denied)") from None
+    except pickle.UnpicklingError as e:
+        if "WeightsUnpickler" in str(e) or "weights_only" in str(e):
+            raise _bad(path, "is corrupt or not a checkpoint of this project (it holds "
+                             "more than tensors and plain values)") from None
+        raise _bad(path, "is corrupt (its data cannot be unpickled)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
+            KeyError, TypeError, IndexError) as e:
+        raise _bad(path, f"is corrupt: truncated or damaged ({type(e).__name__} "
+                         f"while reading it)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a {FORMAT} file (wrong format)")
+        raise _bad(path, f"is not a {FORMAT} file (wrong format)")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r} has format version {version!r}; this "
-                              f"code reads version {FORMAT_VERSION}")
+        raise _bad(path, f"has format version {version!r}; this code reads version "
+                         f"{FORMAT_VERSION}")
     for key in ("config", "model", "global_step"):
         if key not in payload:
-            raise CheckpointError(f"checkpoint {str(path)!r} lacks {key!r} (wrong format)")
+            raise _bad(path, f"lacks {key!r} (wrong format)")
+    if not isinstance(payload["model"], Mapping):
+        raise _bad(path, "has no model state dict (wrong format)")
+    bad = nonfinite_tensors(payload["model"])
+    if bad:
+        raise _bad(path, f"has non-finite parameters ({len(bad)} tensors, e.g. {bad[0]})")
     payload["path"] = str(path)
     return payload
+
+
+def nonfinite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an inf."""
+    return [k for k, v in state.items() if isinstance(v, torch.Tensor)
+            and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def config_from_checkpoint(payload: Mapping[str, Any]) -> Any:

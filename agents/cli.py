@@ -30,6 +30,7 @@ import functools
 import inspect
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -466,8 +467,8 @@ def _new_config(values: dict[str, Any], given: dict[str, str], lr: float | None
         cfg = TrainConfig()
         cfg.apply_overrides(overrides)
     if lr is not None:
-        if lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {lr}")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"--lr must be a positive finite number, got {lr}")
         set_learning_rate(cfg, lr)
     if cfg.run_dir is None:
         cfg.run_dir = default_run_dir(cfg.games, cfg.model.core, cfg.algo)
@@ -495,11 +496,20 @@ def default_run_dir(games: Sequence[str], core: str, algo: str) -> str:
 
 def _resume_config(run_dir: str, values: dict[str, Any], given: dict[str, str]
                    ) -> tuple[TrainConfig, Path, int]:
-    """The saved config of run_dir with the allowed options applied, its latest checkpoint
-    and that checkpoint's global step."""
-    from .checkpoint import config_from_checkpoint, find_latest_checkpoint, load_checkpoint
+    """The saved config of run_dir with the allowed options applied, the checkpoint to resume
+    from (its newest intact one; the run dir itself when it has a config.json but no
+    checkpoint yet: the run restarts from step 0) and that checkpoint's global step."""
+    from .checkpoint import (
+        config_from_checkpoint,
+        find_latest_checkpoint,
+        list_checkpoints,
+        load_checkpoint,
+    )
+    from .run_dir import saved_config
 
-    path = find_latest_checkpoint(run_dir)
+    from_start = not list_checkpoints(run_dir) and (Path(run_dir) / "config.json").is_file()
+    if not from_start:
+        find_latest_checkpoint(run_dir)  # a missing run dir or one without checkpoints
     not_allowed = [name for name in given if name not in RESUME_OVERRIDABLE]
     if "run_dir" in not_allowed and Path(values["run_dir"]).resolve() == Path(run_dir).resolve():
         not_allowed.remove("run_dir")
@@ -508,9 +518,13 @@ def _resume_config(run_dir: str, values: dict[str, Any], given: dict[str, str]
         allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE[:-2])
         raise UsageError(f"{flags} cannot be changed on --resume (the run's saved config is "
                          f"used); allowed with --resume: {allowed}")
-    payload = load_checkpoint(path)
-    cfg = config_from_checkpoint(payload)
+    if from_start:
+        cfg, resume_from, step = saved_config(run_dir), Path(run_dir), 0
+    else:
+        payload = load_checkpoint(run_dir)
+        cfg = config_from_checkpoint(payload)
+        resume_from, step = Path(payload["path"]), int(payload["global_step"])
     cfg.apply_overrides({k: _lookup(values, k) for k in given if k in config_flags()
                          and k != "run_dir"})
     cfg.run_dir = str(run_dir)
-    return cfg, path, int(payload["global_step"])
+    return cfg, resume_from, step

@@ -280,6 +280,9 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
+        for name, value in _numbers(self):
+            if not math.isfinite(value):
+                bad(f"{name} must be a finite number, got {value}")
         if self.srwm_profile not in SRWM_PROFILES:
             bad(f"unknown srwm_profile {self.srwm_profile!r}; valid: {', '.join(SRWM_PROFILES)}")
         if self.preset is not None and self.preset not in PRESETS:
@@ -436,6 +439,18 @@ class TrainConfig:
             self.model = ModelConfig.from_dict(self.model.to_dict())
         except ValueError as e:
             raise ConfigError(one_line(e)) from None
+
+
+def _numbers(cfg: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted name, value) of every float field of cfg and its nested configs."""
+    out: list[tuple[str, float]] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out += _numbers(value, f"{prefix}{f.name}.")
+        elif isinstance(value, float):
+            out.append((prefix + f.name, value))
+    return out
 
 
 def set_learning_rate(cfg: TrainConfig, lr: float) -> None:

@@ -438,7 +438,8 @@ def _never_checkpointed(run_dir: Path) -> bool:
     if not entries:
         return False
     ckpt_dir = run_dir / "checkpoints"
-    if "checkpoints" in entries and not any(ckpt_dir.iterdir()):
+    if "checkpoints" in entries and not any(not p.name.endswith(".tmp")  # killed writes
+                                            for p in ckpt_dir.iterdir()):
         entries.discard("checkpoints")
     other = sorted(entries - _MEMBER_FILES)
     if other:

@@ -10,6 +10,7 @@ once, here, in `Learner.update`:
         for each minibatch idx of `minibatch_size` envs:
             loss, stats = self.loss(rollout, idx, targets)
             self._optimizer_step(loss)              # zero_grad, backward, clip, step
+                                                    # (skipped if loss / grads not finite)
     metrics = mean of the stats + self.update_metrics(...) + lr + the core's state metrics
 
 A subclass supplies `targets` and `loss` (agents/ppo.py, agents/vtrace.py: one screen each)
@@ -34,11 +35,13 @@ Any SB3 VecEnv with uint8 [64, 64, 3] observations and Discrete actions can be t
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import torch
 from torch import nn
 
+from .errors import UserError
 from .rollout import Rollout
 
 if TYPE_CHECKING:
@@ -47,6 +50,28 @@ if TYPE_CHECKING:
 
 Algo = Literal["ppo", "vtrace"]
 ALGOS: tuple[str, ...] = get_args(Algo)
+
+
+MAX_CONSECUTIVE_SKIPS = 10
+"""Optimizer steps in a row with a non-finite loss or gradient that stop a run."""
+FAULT_NAN_LOSS = "AGENTS_FAULT_NAN_LOSS"
+"""Test hook (tests/test_faults.py only, not an option): a comma list of optimizer-step
+numbers (0 = the first step of this process) whose loss is replaced by NaN."""
+
+
+class DivergedError(UserError):
+    """Training cannot go on: too many non-finite updates in a row, or parameters that are no
+    longer finite. The last good checkpoint is kept."""
+
+
+def _fault_nan_loss(learner: Learner, loss: torch.Tensor) -> torch.Tensor:
+    """The NaN-injection test hook (FAULT_NAN_LOSS); the loss unchanged when it is not set."""
+    k = getattr(learner, "_fault_step", 0)
+    learner._fault_step = k + 1  # type: ignore[attr-defined]
+    steps = os.environ.get(FAULT_NAN_LOSS)
+    if steps and str(k) in steps.split(","):
+        return loss * float("nan")
+    return loss
 
 
 def planned_updates(total_steps: int, steps_per_update: int) -> int:
@@ -86,6 +111,9 @@ class Learner:
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         self.updates = 0
+        self.skipped_steps = 0
+        """Optimizer steps skipped for a non-finite loss or gradient (this process)."""
+        self.consecutive_skips = 0
         self.minibatch_index = 0
         """Index of the minibatch being computed within the current update (0 = the first
         minibatch of the first pass, which is on-policy)."""
@@ -115,13 +143,17 @@ class Learner:
         lr = self.optimizer.param_groups[0]["lr"]
         B = rollout.num_envs
         sums: dict[str, float] = {}
-        n = 0
+        n, skipped_before = 0, self.skipped_steps
         for epoch in range(self.epochs):
             perm = torch.randperm(B, device=rollout.obs.device)
             for start in range(0, B, self.minibatch_size):
                 self.minibatch_index = n
-                loss, stats = self.loss(rollout, perm[start:start + self.minibatch_size],
-                                        targets)
+                try:
+                    loss, stats = self.loss(rollout, perm[start:start + self.minibatch_size],
+                                            targets)
+                except ValueError as e:  # Categorical refusing NaN logits: weights are broken
+                    self._raise_if_poisoned(e)
+                    raise
                 self._optimizer_step(loss)
                 if self.lr_decay_per == "step" and epoch == 0:
                     self.scheduler.step()
@@ -134,16 +166,47 @@ class Learner:
         metrics = {k: v / n for k, v in sums.items()}
         metrics.update(self.update_metrics(rollout, targets))
         metrics["charts/learning_rate"] = lr
+        metrics["losses/skipped_updates"] = float(self.skipped_steps - skipped_before)
         for k, v in self.policy.state_metrics(rollout.final_state).items():
             metrics[f"core/{k}"] = v
         return metrics
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
-        """The one place parameters change: zero_grad, backward, clip the global norm, step."""
+        """The one place parameters change: zero_grad, backward, clip the global norm, step.
+        A non-finite loss or gradient norm skips the step (`_skip`)."""
         self.optimizer.zero_grad(set_to_none=True)
+        loss = _fault_nan_loss(self, loss)
+        if not bool(torch.isfinite(loss)):
+            return self._skip()
         loss.backward()
-        nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+        if not bool(torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip()
         self.optimizer.step()
+        self.consecutive_skips = 0
+
+    def _raise_if_poisoned(self, error: ValueError) -> None:
+        """DivergedError when a parameter is no longer finite, or the loss failed on
+        non-finite logits of finite (too large) parameters: no skipped step can repair that."""
+        bad = [n for n, p in self.policy.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise DivergedError(f"training diverged: {len(bad)} parameter tensors became "
+                                f"non-finite (e.g. {bad[0]}) in update {self.updates + 1}; the "
+                                f"learning rate is likely too high") from None
+        if "invalid values" in str(error):
+            raise DivergedError(f"training diverged: the logits of update {self.updates + 1} "
+                                f"are not finite although the parameters are (they grew too "
+                                f"large; the learning rate is likely too high)") from None
+
+    def _skip(self) -> None:
+        """Count a skipped optimizer step; MAX_CONSECUTIVE_SKIPS in a row raise DivergedError."""
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        if self.consecutive_skips >= MAX_CONSECUTIVE_SKIPS:
+            raise DivergedError(f"training diverged: {self.consecutive_skips} optimizer steps "
+                                f"in a row had a non-finite loss or gradient (update "
+                                f"{self.updates + 1})")
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

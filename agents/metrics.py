@@ -102,18 +102,27 @@ class EpisodeStats:
 
 
 class ScalarWriter:
-    """TensorBoard SummaryWriter into run_dir/tb (purge_step on resume drops stale points)."""
+    """TensorBoard SummaryWriter into run_dir/tb. purge_step: points at steps >= purge_step
+    already in the log are dropped (on resume: the checkpoint's step + 1, so that the
+    checkpoint's own points stay and those a killed run wrote after it go)."""
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self._writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.nonfinite: dict[str, int] = {}
+        """Per key: how many of its values were NaN or inf (this writer's lifetime)."""
 
     def scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Write finite values as they are; a NaN / inf value of KEY is counted and the count
+        written as `nonfinite/KEY` (so that a NaN loss shows as a rising count, not a gap)."""
         for key, value in values.items():
             v = float(value)
             if math.isfinite(v):
                 self._writer.add_scalar(key, v, step)
+            else:
+                self.nonfinite[key] = self.nonfinite.get(key, 0) + 1
+                self._writer.add_scalar(f"nonfinite/{key}", float(self.nonfinite[key]), step)
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
         self._writer.add_text(tag, text, step)

@@ -156,6 +156,8 @@ class GroupedCollector:
         self._pool = ThreadPoolExecutor(max_workers=len(self.groups),
                                         thread_name_prefix="env-group")
         self.timing = CollectTiming()
+        self.nonfinite_resets = 0
+        """Envs whose carried state was zeroed for holding a NaN / inf (all segments)."""
         self.reset()
 
     # ------------------------------------------------------------------ setup
@@ -180,6 +182,21 @@ class GroupedCollector:
                     pass
                 g.pending = None
         self._pool.shutdown(wait=True)
+
+    def _reset_nonfinite(self, state: State) -> State:
+        """Zero (and count in `nonfinite_resets`) the carried state of every env whose state
+        holds a NaN / inf, as the sync trainer does between segments."""
+        from policies.state import reset_state
+
+        if not state:
+            return state
+        bad = torch.stack([~torch.isfinite(s).reshape(s.shape[0], -1).all(dim=1)
+                           for s in state]).any(dim=0)
+        n = int(bad.sum())
+        if not n:
+            return state
+        self.nonfinite_resets += n
+        return reset_state(state, bad)
 
     def _upload(self, g: _Group, array: Any) -> torch.Tensor:
         """uint8 obs -> device: once, from a pinned buffer with non_blocking on CUDA (the
@@ -273,7 +290,7 @@ class GroupedCollector:
                     finally:
                         g.pending = None
         for g in self.groups:
-            g.state = detach_state(g.state)
+            g.state = self._reset_nonfinite(detach_state(g.state))
         final_state = cat_state([g.state for g in self.groups])
         start0 = torch.cat([episode_start_mask(g.prev_done, 0, self.state_reset)
                             | g.lifetime_reset for g in self.groups])

@@ -38,7 +38,15 @@ Stopping and resuming:
   reward normaliser), step and update counters and RNG states are restored; the env is
   restarted fresh (new episodes, reseeded with seed + global_step so that the level sequence
   does not repeat the first run's) and the core state starts from zeros. TensorBoard points
-  after the checkpoint's step (written before a kill) are purged.
+  after the checkpoint's step (written before a kill) are purged; the checkpoint's own step
+  stays. A run dir resumes from its newest intact checkpoint (agents.checkpoint); one with a
+  config.json but no checkpoint yet starts again from step 0.
+
+Faults: the memory the run needs is checked before the env is built (agents/resources.py).
+A checkpoint is written only when the parameters are finite and one act step on the current
+observations gives finite logits (else DivergedError, one line, the last good checkpoint
+kept); an env whose core state is non-finite after a segment has it zeroed and counted
+(`core/state_resets_nonfinite`). Non-finite updates are skipped in agents/learners.py.
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .errors import ConfigError, RunFailed, one_line
-from .learners import Learner
+from .learners import DivergedError, Learner
 from .metrics import EpisodeStats, Progress, ScalarWriter
 from .pipeline import (
     AsyncPipeline,
@@ -67,8 +75,9 @@ from .pipeline import (
     default_procgen_threads,
     resolve_pipeline,
 )
+from .resources import check_memory
 from .rollout import RolloutCollector
-from .run_dir import CONFIG_FILE, TB_DIR, check_new_run_dir, prepare_new_run_dir
+from .run_dir import CONFIG_FILE, TB_DIR, check_new_run_dir, is_restartable, prepare_new_run_dir
 from .runtime import env_seed, resolve_device, seed_everything, stop_on_signals
 
 if TYPE_CHECKING:
@@ -238,6 +247,7 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
     if cfg.run_dir is None:
         raise ConfigError("run_dir is not set")
     device = resolve_device(cfg.device)
+    check_memory(cfg, device, own_env)
     pipeline = resolve_pipeline(cfg.pipeline, device)
     if pipeline == "async" and cfg.algo == "vtrace" and cfg.vtrace.actor_lag:
         raise ConfigError("vtrace.actor_lag 1 emulates a lag in the sync pipeline; with "
@@ -247,7 +257,8 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
                           f"a supplied env is one group (valid: 0, 1)")
     payload = None
     if resume_from is not None:
-        payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
+        if not is_restartable(resume_from):  # else: a run dir without checkpoint, from step 0
+            payload = ckpt.load_checkpoint(resume_from, map_location="cpu")
         if not Path(cfg.run_dir).is_dir():
             raise ConfigError(f"run dir {cfg.run_dir!r} does not exist")
     elif create_run_dir:
@@ -372,11 +383,15 @@ class Trainer:
         self.t_start = time.perf_counter() if t_start is None else t_start
         self.progress, self.on_update = progress, on_update
         self.stats = EpisodeStats(cfg.games, score_mode(cfg.distribution_mode), cfg.task_kwargs)
+        self.state_resets_nonfinite = 0
+        self._probe: Any = None
 
     def run(self) -> TrainResult:
         cfg = self.cfg
+        # on resume, drop the points logged after the checkpoint's step (keep its own step)
+        resumed = self.global_step > 0 or (self.run_dir / TB_DIR).exists()
         writer = ScalarWriter(self.run_dir / TB_DIR,
-                              purge_step=self.global_step if self.global_step else None)
+                              purge_step=self.global_step + 1 if resumed else None)
         bar = Progress(cfg.total_steps, self.global_step, enabled=self.progress)
         if self.global_step == 0:
             writer.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
@@ -404,6 +419,8 @@ class Trainer:
                               f"{self.global_step}")
                 if last_ckpt_step != self.global_step or last_path is None:
                     last_path = self._save()
+        except DivergedError as e:
+            raise DivergedError(f"{e}; {self._kept()}") from None
         finally:
             if self.pipeline is not None:
                 self.pipeline.close()
@@ -458,7 +475,15 @@ class Trainer:
         if self.pipeline is not None:
             return self._next_and_update(should_stop)
         t0 = time.perf_counter()
-        rollout = self.collector.collect()
+        try:
+            rollout = self.collector.collect()
+        except ValueError:  # e.g. Categorical refusing NaN logits: say why, in one line
+            problem = _poisoned_policy(self.policy, self._probe)
+            if problem:
+                raise DivergedError(f"training diverged at step {self.global_step}: "
+                                    f"{problem}") from None
+            raise
+        self._reset_nonfinite_state(rollout)
         t1 = time.perf_counter()
         metrics = dict(self.learner.update(rollout))
         t2 = time.perf_counter()
@@ -468,6 +493,7 @@ class Trainer:
         self.stats.add(rollout.episodes)
         metrics["charts/time_collect_s"] = t1 - t0
         metrics["charts/time_update_s"] = t2 - t1
+        metrics["core/state_resets_nonfinite"] = float(self.state_resets_nonfinite)
         return metrics
 
     def _next_and_update(self, should_stop: Callable[[], bool] | None = None
@@ -480,9 +506,12 @@ class Trainer:
         if got is None:
             return None
         rollout, lag, timing = got
+        self._probe = rollout.bootstrap  # what the checkpoint guard acts on
         t1 = time.perf_counter()
         try:
             metrics = dict(self.learner.update(rollout))
+        except DivergedError:
+            raise  # the finite-value guard's own one-line report (Trainer.run)
         except Exception as e:
             raise RunFailed(f"learner failed at update {self.update + 1}: "
                             f"{type(e).__name__}: {one_line(e)}") from e
@@ -499,7 +528,24 @@ class Trainer:
         metrics["charts/time_act_s"] = timing.act_s
         metrics["charts/time_env_wait_s"] = timing.env_wait_s
         metrics["charts/time_param_wait_s"] = timing.param_wait_s
+        metrics["core/state_resets_nonfinite"] = float(self.collector.nonfinite_resets)
         return metrics
+
+    def _reset_nonfinite_state(self, rollout: Any) -> None:
+        """Zero (and count) the core state of every env whose state holds a NaN / inf, in the
+        collector (the next segment) and in the segment's bootstrap."""
+        from policies.state import reset_state
+
+        self._probe = rollout.bootstrap  # what the checkpoint guard acts on
+        state = rollout.bootstrap.state
+        bad = [~torch.isfinite(s).reshape(s.shape[0], -1).all(dim=1) for s in state]
+        if not bad:
+            return
+        bad_envs = torch.stack(bad).any(dim=0)
+        n = int(bad_envs.sum())
+        if n:
+            self.state_resets_nonfinite += n
+            rollout.bootstrap.state = self.collector._state = reset_state(state, bad_envs)
 
     def _log(self, metrics: dict[str, float], writer: ScalarWriter) -> None:
         """Average the metrics over the updates since the last write; write every log_every
@@ -516,12 +562,46 @@ class Trainer:
             self._window, self._t_window, self._steps_window = {}, time.perf_counter(), 0
 
     def _save(self) -> Path:
+        problem = self._poisoned()
+        if problem:
+            raise DivergedError(f"not writing a checkpoint at step {self.global_step}: "
+                                f"{problem}")
         elapsed = self.elapsed_before + time.perf_counter() - self.t_start
         payload = ckpt.build_payload(self.cfg, self.policy, self.learner,
                                      global_step=self.global_step, update=self.update,
                                      elapsed_s=elapsed, num_actions=self.num_actions,
                                      episodes=self.stats.total_episodes)
         return ckpt.save_checkpoint(self.run_dir, payload, keep=self.cfg.keep_checkpoints)
+
+    def _poisoned(self) -> str | None:
+        return _poisoned_policy(self.policy, self._probe)
+
+    def _kept(self) -> str:
+        """Which checkpoint a stopped run leaves behind, for its last line."""
+        if ckpt.list_checkpoints(self.run_dir):
+            try:
+                good = ckpt.load_newest_valid(self.run_dir, warn=lambda message: None)
+                return f"the last good checkpoint {good['path']!r} is kept"
+            except ckpt.CheckpointError:
+                pass
+        return ("no good checkpoint was written (--resume restarts from step 0 with the same "
+                "config; a new run with a lower --lr needs another --run-dir)")
+
+
+def _poisoned_policy(policy: torch.nn.Module, probe: Any) -> str | None:
+    """Why the policy must not be saved (non-finite parameters, or non-finite logits of one act
+    step on the stored observations `probe`, a rollout Bootstrap), or None."""
+    bad = ckpt.nonfinite_tensors(policy.state_dict())
+    if bad:
+        return f"{len(bad)} parameter tensors are not finite (e.g. {bad[0]})"
+    if probe is None:
+        return None
+    with torch.no_grad():
+        logits, value, _ = policy(probe.obs.unsqueeze(0), probe.reward_in.unsqueeze(0),
+                                  probe.episode_start.unsqueeze(0), probe.state)
+    if not (bool(torch.isfinite(logits).all()) and bool(torch.isfinite(value).all())):
+        return "the parameters are finite but a probe act step gives non-finite logits / values"
+    return None
 
 
 def _next_multiple(step: int, every: int) -> int:

@@ -233,6 +233,10 @@ def _video_path(path: str, agent: str, several: bool) -> Path:
 # ---------------------------------------------------------------------- eval mode
 def run_eval(argv: list[str]) -> int:
     args = parse_eval_args(argv)
+    if args.out is not None:  # every mode writes there: check it before loading or playing
+        from agents.resources import check_output_dir
+
+        check_output_dir(args.out, "--out")
     if args.stream is not None:
         from .stream_run import run_stream_eval
 
@@ -260,10 +264,11 @@ def run_eval(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
 
     from agents.checkpoint import load_agent
+    from agents.resources import check_output_dir
 
+    out = check_output_dir(Path(args.out or _default_out()), "--out")
     names = agent_names(args.agents)
     loaded = [load_agent(path, device=device) for path in args.agents]
-    out = Path(args.out or _default_out())
     results = evaluate_agents(args, names, loaded, splits, device, out)
 
     from .report import write_results
@@ -304,6 +309,9 @@ def check_eval_args(args: EvalOptions) -> None:
                                  f"got {getattr(args, name)}")
         if args.video_envs is not None and args.video_envs < 1:
             raise UsageError(f"--video-envs must be >= 1, got {args.video_envs}")
+        from agents.resources import check_output_file
+
+        check_output_file(args.video, "--video")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.warmup_episodes < 1:
@@ -335,6 +343,10 @@ def evaluate_agents(args: EvalOptions, names: list[str], loaded: list, splits, d
             games = games_override if args.games is not None else resolve_games(cfg.games)
         except ValueError as e:
             raise UsageError(f"checkpoint {str(agent.path)!r}: {e}") from None
+        untrained = [g for g in games if g not in cfg.games]
+        if untrained:
+            _warn(f"{name}: {', '.join(untrained)} not among the games it trained on "
+                  f"({', '.join(cfg.games)}); its scores there measure transfer")
         num_envs = _num_envs(args, games)
         # a synthetic task is played with the parameters it was trained with
         task_kwargs = dict(cfg.task_kwargs) if games == list(cfg.games) else {}
