@@ -1,8 +1,10 @@
 """`--pipeline sync` (the default on a CPU) trains bitwise as the loop did before the async
 pipeline existed.
 
-The digests below were recorded on main at ef31ce3 (before agents/pipeline.py) with torch
-2.x on the x86-64 CPU, by running `_digest` for each case. If torch or the CPU kind changes,
+The parameter digests below were recorded on main at ef31ce3 (before agents/pipeline.py)
+with torch 2.13 on the x86-64 CPU, by running `_digest` for each case; they still hold on main
+at 078ae7e. The metrics digests were re-recorded on main at 078ae7e (issue 14 added metrics
+to every update; the keys of ADDED_LATER are left out). If torch or the CPU kind changes,
 floating-point results may change too; then re-record them on main *before* touching the
 training loop (`python tests/agents/test_sync_golden.py` prints them).
 """
@@ -18,20 +20,24 @@ from agents import checkpoint as ckpt
 from agents.trainer import train
 from tests.agents.test_trainer import make_vec_env, tiny_cfg
 
+ADDED_LATER = ("charts/policy_lag", "core/state_resets_nonfinite")
+"""Metrics that did not exist at the recording (the pipeline's lag; issue 14's count of
+non-finite state resets, added on main since): left out of the metrics digest."""
+
 GOLDEN = {
     # (algo, core): sha256 of the final parameters, then of the metrics at every update
     ("ppo", "srwm"): (
         "b193e7786dbb21413fa1788e2f34da3b1dad58dd2bb5696099f4293daaf3556f",
-        "6b0c0f767ba4e163d5d20d9208a92d3ff9eb848d9572618b54f557bca0f37950"),
+        "3f7a8deb1cd6fe2bed0378a80932ee0300577277a925c09d9592d95c086cfafd"),
     ("vtrace", "srwm"): (
         "28a65a83a2ff4ac69925d8acae39bac122fe2cf3644cb77bdeebdb2247dead25",
-        "75c1a0d0f02f88c0c48cbf2f1a28bdcddfd25594e4ddf20b5532a42d3cba8349"),
+        "3a01b036fe4a0ab5e505f9dd0d846cccb678c36568d7266c156dd71e87021ec3"),
     ("ppo", "lstm"): (
         "44f219f0b0bef8d773d1b1cc85e9f59fd428993baf361e34424b3c98de784082",
-        "e2002f05b133a99cf083c97966c3169474c57687a551f170fc2bc44ed42ad9ba"),
+        "2596b20574b40b759d8071f40ffcf71815ce11fc5777bda99d024d4d94d1c229"),
     ("vtrace", "ff"): (
         "7ba75c035f7bf635c64a55cbbc866f132c19de20c3659861e1bb5b68de627c8a",
-        "4b84dce074703b6863090be6abe8d4b4f1bc9c2c9103dd8705774762bce7d6bc"),
+        "30a0ff367f51303bacee5fc6fb216debfe510ea31f08c041348e29b53846dccf"),
 }
 
 
@@ -45,7 +51,7 @@ def _digest(tmp_path, algo: str, core: str, **kw) -> tuple[str, str]:
         train(cfg, env=make_vec_env(seed=5), progress=False,
               on_update=lambda s, m: seen.append(
                   (s, sorted((k, float(v)) for k, v in m.items()
-                             if not k.startswith("charts/time") and k != "charts/policy_lag"))))
+                             if not k.startswith("charts/time") and k not in ADDED_LATER))))
     finally:
         torch.set_num_threads(threads)
     state = ckpt.load_agent(tmp_path / f"{algo}_{core}").policy.state_dict()
