@@ -319,7 +319,8 @@ def given_options(argv: Sequence[str], flags: dict[str, tuple[str, ...]]) -> dic
 # ---------------------------------------------------------------------- train_rl.py
 PROG = "train_rl.py"
 RESUME_OVERRIDABLE = ("total_steps", "device", "checkpoint_every_steps",
-                      "checkpoint_every_minutes", "keep_checkpoints", "log_every", "threads",
+                      "checkpoint_every_minutes", "keep_checkpoints", "log_every", "pipeline",
+                      "env_groups", "procgen_threads", "threads",
                       "no_progress", "dry_run", "resume", "progress_file")
 """What may be given together with --resume; everything else comes from the run's saved
 config and may not change."""
@@ -337,7 +338,8 @@ class TrainOptions:
     resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
     """Continue RUN_DIR from its latest checkpoint with its saved config. Only these may be
     given with it: --total-steps (the new total), --device, --checkpoint-every-steps,
-    --checkpoint-every-minutes, --keep-checkpoints, --log-every, --threads, --no-progress."""
+    --checkpoint-every-minutes, --keep-checkpoints, --log-every, --pipeline, --env-groups,
+    --procgen-threads, --threads, --no-progress."""
     threads: int | None = None
     """Torch CPU threads for this process (not saved in the config; allowed with --resume;
     default: torch's choice)."""

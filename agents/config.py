@@ -111,6 +111,8 @@ SRWM_PROFILES: dict[str, dict[str, Any]] = {
     "spec": dict(_SPEC_SRWM),
 }
 SRWMProfile = Literal["default", "published", "spec"]
+Pipeline = Literal["auto", "sync", "async"]
+PIPELINES: tuple[str, ...] = ("auto", "sync", "async")
 
 
 RUN_INFO_KEYS = ("world_size",)
@@ -193,6 +195,26 @@ class TrainConfig:
 
     log_every: int = 1
     """Write TensorBoard scalars every this many updates."""
+
+    pipeline: Pipeline = "auto"
+    """Training loop: sync (collect, then update, strictly in turn; bitwise reproducible) |
+    async (agents/pipeline.py: the env groups step in their own threads while the policy acts
+    on the other group, and the next segment is collected while the learner updates, with
+    parameters at most max_policy_lag updates old) | auto (async on CUDA, sync on a CPU)."""
+
+    max_policy_lag: int = 1
+    """Async pipeline: the most updates the acting parameters may lag the learner's (0: the
+    collection of a segment waits for the previous update; PPO allows 0 or 1). Logged as
+    charts/policy_lag."""
+
+    env_groups: int = 0
+    """Async pipeline: split the envs into this many groups, stepped in turn while the policy
+    acts on another (double-buffered sampling). 0: auto (2 when the envs split evenly by
+    game, else 1; printed at the start). Must divide num_envs into multiples of the games."""
+
+    procgen_threads: int = 0
+    """ProcGen worker threads per env (group). 0: ProcGen's own default with the sync
+    pipeline, CPU cores / env groups with the async one (printed at the start)."""
 
     srwm_profile: SRWMProfile = "default"
     """A named set of SRWM settings applied before the other options given (agents.config.
@@ -309,6 +331,25 @@ class TrainConfig:
                 bad(f"V-trace batch_size {bs} does not divide num_envs {self.num_envs} (whole "
                     f"sequences per optimizer step); valid: {', '.join(map(str, divisors))} "
                     f"or >= {self.num_envs}")
+        if self.pipeline not in PIPELINES:
+            bad(f"unknown pipeline {self.pipeline!r}; valid: {', '.join(PIPELINES)}")
+        if self.max_policy_lag < 0:
+            bad(f"max_policy_lag must be >= 0, got {self.max_policy_lag}")
+        if self.algo == "ppo" and self.max_policy_lag > 1:
+            bad(f"max_policy_lag {self.max_policy_lag} is not supported with PPO (its clipped "
+                f"ratio assumes near on-policy data); valid: 0, 1")
+        if self.env_groups < 0:
+            bad(f"env_groups must be >= 0 (0 = auto), got {self.env_groups}")
+        if self.env_groups > 0:
+            g = self.env_groups
+            if self.num_envs % g or (self.num_envs // g) % n_games:
+                ok = [d for d in range(1, self.num_envs + 1)
+                      if self.num_envs % d == 0 and (self.num_envs // d) % n_games == 0]
+                bad(f"env_groups {g} does not split num_envs {self.num_envs} into groups of "
+                    f"whole multiples of the {n_games} game(s); valid: "
+                    f"{', '.join(map(str, ok))} (or 0 = auto)")
+        if self.procgen_threads < 0:
+            bad(f"procgen_threads must be >= 0 (0 = auto), got {self.procgen_threads}")
         if self.num_levels < 0:
             bad(f"num_levels must be >= 0 (0 = unbounded), got {self.num_levels}")
         if self.start_level < 0:

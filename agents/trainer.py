@@ -20,9 +20,17 @@ in agents/learners.py.
     train(cfg)  =  _setup (resolve config, run dir, env, policy, learner, restore)
                 -> Trainer(...).run(): while not done: collect -> update -> log -> checkpoint
 
+Pipelines (`cfg.pipeline`, resolved against the device: auto = async on CUDA, sync on a CPU):
+`sync` runs the loop above strictly in turn (a RolloutCollector; bitwise reproducible);
+`async` (agents/pipeline.py) builds `env_groups` envs, an actor thread that collects the next
+segment while the learner updates (parameters at most `max_policy_lag` updates old, logged as
+charts/policy_lag), and turns an exception in an env group, the actor or the learner into
+RunFailed (one line) after saving a checkpoint. The choices are printed at the start.
+
 Stopping and resuming:
 
-- SIGINT (Ctrl-C) or SIGTERM: the current collect + update finishes, a checkpoint is saved and
+- SIGINT (Ctrl-C) or SIGTERM: the current collect + update finishes (async: an update in
+  progress finishes; a segment still being collected is dropped), a checkpoint is saved and
   `train` returns with `result.interrupted` = "SIGINT" / "SIGTERM" (train_rl.py then exits 130
   / 143, the shell conventions for those signals). A second Ctrl-C aborts at once (the last
   completed checkpoint stays intact: writes are atomic).
@@ -53,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,9 +73,16 @@ import torch
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
-from .errors import ConfigError, one_line
+from .errors import ConfigError, RunFailed, one_line
 from .learners import DivergedError, Learner
 from .metrics import EpisodeStats, Progress, ScalarWriter
+from .pipeline import (
+    AsyncPipeline,
+    GroupedCollector,
+    default_env_groups,
+    default_procgen_threads,
+    resolve_pipeline,
+)
 from .resources import check_memory
 from .rollout import RolloutCollector
 from .run_dir import CONFIG_FILE, TB_DIR, check_new_run_dir, is_restartable, prepare_new_run_dir
@@ -120,23 +136,84 @@ class _Setup:
     world: distributed.World = distributed.SINGLE
     sync: distributed.Sync | None = None
     """The collectives of a torch.distributed run (None: a single process)."""
+    pipeline: str = "sync"
+    """The resolved pipeline: sync | async."""
+    groups: list[Any] | None = None
+    """Async: the env groups (their envs in order are the run's envs); None for sync."""
+    procgen_threads: int = 0
+    """ProcGen threads per env (group) used (0: ProcGen's default)."""
+
+    def close_envs(self) -> None:
+        if self.own_env:
+            for env in self.groups or [self.env]:
+                env.close()
+
+    def describe(self) -> str:
+        """One line: the pipeline, env groups, ProcGen threads, lag bound (printed at start
+        as `train: pipeline: ...`; dry_run's "pipeline")."""
+        cfg = self.cfg
+        how = f"auto on {self.device.type}" if cfg.pipeline == "auto" else "chosen"
+        line = f"{self.pipeline} ({how})"
+        if self.pipeline == "async":
+            groups = self.groups or [self.env]
+            line += (f"; env groups: {len(groups)} x {groups[0].num_envs} envs; max policy "
+                     f"lag: {cfg.max_policy_lag}")
+        if _is_procgen(cfg):
+            line += (f"; procgen threads: {self.procgen_threads or 'ProcGen default'}"
+                     + (" per group" if self.pipeline == "async" else ""))
+        return line + f"; {os.cpu_count()} CPU cores"
 
 
 # ---------------------------------------------------------------------- setup
 def build_env(cfg: TrainConfig, global_step: int = 0,
-              world: distributed.World = distributed.SINGLE) -> VecEnv:
+              world: distributed.World = distributed.SINGLE, *, num_envs: int | None = None,
+              seed_offset: int = 0, procgen_threads: int | None = None) -> VecEnv:
     """envs.make_env for a resolved config (ValueError from envs -> ConfigError); under
-    torch.distributed this rank's share of the envs, with the rank's seed."""
+    torch.distributed this rank's share of the envs, with the rank's seed. `num_envs` /
+    `seed_offset` build one env group of the async pipeline; `procgen_threads` (default:
+    cfg.procgen_threads; 0 = ProcGen's default) sets ProcGen's num_threads."""
     from envs import make_env
 
+    kwargs = dict(cfg.task_kwargs)
+    threads = cfg.procgen_threads if procgen_threads is None else procgen_threads
+    if threads and _is_procgen(cfg):
+        kwargs.setdefault("num_threads", int(threads))
+    seed = (env_seed(distributed.rank_seed(cfg.seed, world.rank), global_step)
+            + seed_offset) % (2**31 - 1)
     try:
-        return make_env(cfg.games, distributed.local_num_envs(cfg, world),
-                        distribution_mode=cfg.distribution_mode,
-                        num_levels=cfg.num_levels, start_level=cfg.start_level,
-                        seed=env_seed(distributed.rank_seed(cfg.seed, world.rank), global_step),
-                        **cfg.task_kwargs)
+        return make_env(cfg.games,
+                        distributed.local_num_envs(cfg, world) if num_envs is None else num_envs,
+                        distribution_mode=cfg.distribution_mode, num_levels=cfg.num_levels,
+                        start_level=cfg.start_level, seed=seed, **kwargs)
     except ValueError as e:
         raise ConfigError(one_line(e)) from None
+
+
+GROUP_SEED_STRIDE = 1_000_003
+"""Env group g of the async pipeline is seeded with the run's env seed + g * this."""
+
+
+def build_env_groups(cfg: TrainConfig, global_step: int, groups: int,
+                     procgen_threads: int) -> list[VecEnv]:
+    """The async pipeline's `groups` envs of num_envs / groups each (group 0 = build_env's
+    seed; env i of group g is env g * n + i of the run, playing game i mod G as before)."""
+    out: list[VecEnv] = []
+    try:
+        for g in range(groups):
+            out.append(build_env(cfg, global_step, num_envs=cfg.num_envs // groups,
+                                 seed_offset=g * GROUP_SEED_STRIDE,
+                                 procgen_threads=procgen_threads))
+    except BaseException:
+        for env in out:
+            env.close()
+        raise
+    return out
+
+
+def _is_procgen(cfg: TrainConfig) -> bool:
+    from envs import SYNTHETIC_TASKS
+
+    return bool(cfg.games) and cfg.games[0] not in SYNTHETIC_TASKS and cfg.games != ["env"]
 
 
 def _training_env(env: Any) -> VecEnv:
@@ -192,6 +269,16 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
     distributed.check_config(cfg, world)
     device = distributed.rank_device(resolve_device(cfg.device), world)
     check_memory(distributed.local_config(cfg, world), device, own_env)
+    if world.distributed and cfg.pipeline == "async":
+        raise ConfigError("pipeline async is not supported under torch.distributed yet "
+                          "(valid there: sync, auto = sync)")
+    pipeline = "sync" if world.distributed else resolve_pipeline(cfg.pipeline, device)
+    if pipeline == "async" and cfg.algo == "vtrace" and cfg.vtrace.actor_lag:
+        raise ConfigError("vtrace.actor_lag 1 emulates a lag in the sync pipeline; with "
+                          "pipeline async use max_policy_lag (valid actor_lag there: 0)")
+    if pipeline == "async" and not own_env and cfg.env_groups > 1:
+        raise ConfigError(f"env_groups {cfg.env_groups} needs the envs built by train(); "
+                          f"a supplied env is one group (valid: 0, 1)")
     payload = None
     if resume_from is not None:
         if not is_restartable(resume_from):  # else: a run dir without checkpoint, from step 0
@@ -214,11 +301,22 @@ def _setup(cfg: TrainConfig, env: VecEnv | None, resume_from: str | os.PathLike 
         if sync is not None:
             sync.agree(error)
         global_step = int(payload["global_step"]) if payload else 0
-        env = build_env(cfg, global_step, world) if own_env else _training_env(env)
+        if pipeline == "sync":
+            env = build_env(cfg, global_step, world) if own_env else _training_env(env)
+            return _Setup(cfg, env, own_env, device, payload, world, sync,
+                          procgen_threads=cfg.procgen_threads)
+        if not own_env:
+            env = _training_env(env)
+            return _Setup(cfg, env, own_env, device, payload, pipeline="async", groups=[env])
+        groups = cfg.env_groups or default_env_groups(cfg.num_envs, len(cfg.games))
+        threads = cfg.procgen_threads or (default_procgen_threads(groups) if _is_procgen(cfg)
+                                          else 0)
+        envs = build_env_groups(cfg, global_step, groups, threads)
+        return _Setup(cfg, envs[0], own_env, device, payload, pipeline="async", groups=envs,
+                      procgen_threads=threads)
     except BaseException:
         distributed.stop(sync)
         raise
-    return _Setup(cfg, env, own_env, device, payload, world, sync)
 
 
 def dry_run(cfg: TrainConfig, env: VecEnv | None = None, *,
@@ -238,8 +336,7 @@ def dry_run(cfg: TrainConfig, env: VecEnv | None = None, *,
         if payload is not None:
             ckpt.restore(policy, learner, payload)
     finally:
-        if s.own_env:
-            s.env.close()
+        s.close_envs()
     return {
         "run_dir": cfg.run_dir, "preset": cfg.preset, "games": ",".join(cfg.games),
         "algo": cfg.algo, "core": cfg.model.core, "state_reset": cfg.state_reset,
@@ -248,7 +345,7 @@ def dry_run(cfg: TrainConfig, env: VecEnv | None = None, *,
         "resume_from": payload["path"] if payload else None,
         "start_step": int(payload["global_step"]) if payload else 0,
         "distribution_mode": cfg.distribution_mode, "num_levels": cfg.num_levels,
-        "start_level": cfg.start_level, "device": str(s.device),
+        "start_level": cfg.start_level, "device": str(s.device), "pipeline": s.describe(),
         "parameters": sum(p.numel() for p in policy.parameters()),
     }
 
@@ -287,21 +384,30 @@ def train(cfg: TrainConfig, env: VecEnv | None = None, *,
         if world.is_main:
             ckpt.atomic_write_json(Path(cfg.run_dir) / CONFIG_FILE,
                                    {**cfg.to_dict(), "world_size": world.world_size})
-        collector = RolloutCollector(
-            s.env, learner.acting_policy, cfg.unroll, cfg.state_reset, s.device,
-            state_lifetime=cfg.state_lifetime,
-            lifetime_seed=env_seed(distributed.rank_seed(cfg.seed, world.rank),
-                                   int(payload["global_step"]) if payload else 0) + 1)
+        if progress and world.is_main:
+            print(f"train: pipeline: {s.describe()}", file=sys.stderr, flush=True)
+        lifetime_seed = env_seed(distributed.rank_seed(cfg.seed, world.rank),
+                                 int(payload["global_step"]) if payload else 0) + 1
+        pipeline = None
+        if s.pipeline == "sync":
+            collector: RolloutCollector | GroupedCollector = RolloutCollector(
+                s.env, learner.acting_policy, cfg.unroll, cfg.state_reset, s.device,
+                state_lifetime=cfg.state_lifetime, lifetime_seed=lifetime_seed)
+        else:
+            collector = GroupedCollector(s.groups or [s.env], policy, cfg.unroll,
+                                         cfg.state_reset, s.device,
+                                         state_lifetime=cfg.state_lifetime,
+                                         lifetime_seed=lifetime_seed)
+            pipeline = AsyncPipeline(collector, policy, cfg.max_policy_lag)
         trainer = Trainer(cfg, policy, learner, collector, num_actions=int(s.env.action_space.n),
                           global_step=int(payload["global_step"]) if payload else 0,
                           update=int(payload.get("update", 0)) if payload else 0,
                           elapsed_before=float(payload.get("elapsed_s", 0.0)) if payload else 0.0,
                           t_start=t_start, progress=progress and world.is_main,
-                          on_update=on_update, sync=s.sync)
+                          on_update=on_update, sync=s.sync, pipeline=pipeline)
         return trainer.run()
     finally:
-        if s.own_env:
-            s.env.close()
+        s.close_envs()
         distributed.stop(s.sync)
 
 
@@ -310,16 +416,20 @@ class Trainer:
     """collect -> update -> log -> checkpoint, until total_steps or a signal.
 
     One call site each: `_collect` (the rollout), `learner.update`, `_log`, `_save`.
+    With `pipeline` (an AsyncPipeline) the rollouts come from its actor thread instead of
+    `collector.collect()`.
     """
 
     def __init__(self, cfg: TrainConfig, policy: ActorCritic, learner: Learner,
-                 collector: RolloutCollector, *, num_actions: int, global_step: int = 0,
-                 update: int = 0, elapsed_before: float = 0.0, t_start: float | None = None,
-                 progress: bool = True, on_update: OnUpdate | None = None,
-                 sync: distributed.Sync | None = None) -> None:
+                 collector: RolloutCollector | GroupedCollector, *, num_actions: int,
+                 global_step: int = 0, update: int = 0, elapsed_before: float = 0.0,
+                 t_start: float | None = None, progress: bool = True,
+                 on_update: OnUpdate | None = None, sync: distributed.Sync | None = None,
+                 pipeline: AsyncPipeline | None = None) -> None:
         from envs import score_mode
 
         self.cfg, self.policy, self.learner, self.collector = cfg, policy, learner, collector
+        self.pipeline = pipeline
         self.num_actions = int(num_actions)
         self.run_dir = Path(cfg.run_dir)
         self.global_step, self.update = int(global_step), int(update)
@@ -344,37 +454,25 @@ class Trainer:
         if self.global_step == 0:
             writer.text("config", "```\n" + json.dumps(cfg.to_dict(), indent=2) + "\n```")
         step0, t_loop = self.global_step, time.perf_counter()
-        last_ckpt_step, last_ckpt_time = self.global_step, time.monotonic()
-        next_ckpt_step = _next_multiple(self.global_step, cfg.checkpoint_every_steps)
         self._window: dict[str, list[float]] = {}
         self._t_window, self._steps_window = time.perf_counter(), 0
-        last_path: Path | None = None
+        self._last_path: Path | None = None
+        self._last_ckpt_step = self.global_step
         interrupted = None
+        failure: RunFailed | None = None
         try:
             with stop_on_signals() as stop:
-                agreed: str | None = None  # the signal every rank acts on (distributed)
-                while self.global_step < cfg.total_steps and (
-                        stop["signal"] if self.sync is None else agreed) is None:
-                    metrics = self._collect_and_update()
-                    self._log(metrics, writer)
-                    bar.update(self.global_step, self.stats.recent_mean_return(),
-                               self.stats.recent_mean_score())
-                    if self.on_update is not None:
-                        self.on_update(self.global_step, metrics)
-                    due_steps = (cfg.checkpoint_every_steps
-                                 and self.global_step >= next_ckpt_step)
-                    due_time = (cfg.checkpoint_every_minutes
-                                and time.monotonic() - last_ckpt_time
-                                >= 60.0 * cfg.checkpoint_every_minutes)
-                    if self.sync is not None:  # every rank stops / saves after the same update
-                        agreed, due_time = self.sync.agree_stop(stop["signal"], bool(due_time))
-                    if (due_steps or due_time) and self.global_step < cfg.total_steps:
-                        last_path = self._save()
-                        last_ckpt_step, last_ckpt_time = self.global_step, time.monotonic()
-                        next_ckpt_step = _next_multiple(self.global_step,
-                                                        cfg.checkpoint_every_steps)
-                interrupted = stop["signal"] if self.sync is None else agreed
-                if interrupted is not None:
+                if self.pipeline is not None:
+                    self.pipeline.start()
+                try:
+                    self._loop(stop, bar, writer)
+                except RunFailed as e:
+                    failure = e
+                last_path, last_ckpt_step = self._last_path, self._last_ckpt_step
+                if self.pipeline is not None:
+                    self.pipeline.close()  # no thread outlives the loop
+                interrupted = stop["signal"] if self.sync is None else self._agreed
+                if interrupted is not None and failure is None:
                     bar.write(f"received {interrupted}: saving a checkpoint at step "
                               f"{self.global_step}")
                 if last_ckpt_step != self.global_step or last_path is None:
@@ -382,11 +480,16 @@ class Trainer:
         except DivergedError as e:
             raise DivergedError(f"{e}; {self._kept()}") from None
         finally:
+            if self.pipeline is not None:
+                self.pipeline.close()
             writer.flush()
             writer.close()
             bar.update(self.global_step, self.stats.recent_mean_return(),
                        self.stats.recent_mean_score(), force_line=True)
             bar.close()
+        if failure is not None:
+            raise RunFailed(f"{failure}; checkpoint of step {self.global_step}: {last_path}"
+                            ) from failure
         elapsed = time.perf_counter() - self.t_start
         loop_s = time.perf_counter() - t_loop
         return TrainResult(
@@ -397,8 +500,42 @@ class Trainer:
             sps=(self.global_step - step0) / loop_s if loop_s > 0 else 0.0,
         )
 
-    def _collect_and_update(self) -> dict[str, float]:
-        """One segment and one update; counts steps and episodes; returns the metrics."""
+    def _loop(self, stop: dict[str, str | None], bar: Progress, writer: ScalarWriter) -> None:
+        """Updates until total_steps or a signal, with the periodic checkpoints (the last one
+        written is kept in self._last_path / self._last_ckpt_step)."""
+        cfg = self.cfg
+        self._last_path, self._last_ckpt_step = None, self.global_step
+        last_ckpt_time = time.monotonic()
+        next_ckpt_step = _next_multiple(self.global_step, cfg.checkpoint_every_steps)
+        self._agreed: str | None = None  # the signal every rank acts on (distributed)
+        while self.global_step < cfg.total_steps and (
+                stop["signal"] if self.sync is None else self._agreed) is None:
+            metrics = self._collect_and_update(lambda: stop["signal"] is not None)
+            if metrics is None:  # async: a signal came while waiting for a segment
+                break
+            self._log(metrics, writer)
+            bar.update(self.global_step, self.stats.recent_mean_return(),
+                       self.stats.recent_mean_score())
+            if self.on_update is not None:
+                self.on_update(self.global_step, metrics)
+            due_steps = (cfg.checkpoint_every_steps
+                         and self.global_step >= next_ckpt_step)
+            due_time = (cfg.checkpoint_every_minutes
+                        and time.monotonic() - last_ckpt_time
+                        >= 60.0 * cfg.checkpoint_every_minutes)
+            if self.sync is not None:  # every rank stops / saves after the same update
+                self._agreed, due_time = self.sync.agree_stop(stop["signal"], bool(due_time))
+            if (due_steps or due_time) and self.global_step < cfg.total_steps:
+                self._last_path = self._save()
+                self._last_ckpt_step, last_ckpt_time = self.global_step, time.monotonic()
+                next_ckpt_step = _next_multiple(self.global_step, cfg.checkpoint_every_steps)
+
+    def _collect_and_update(self, should_stop: Callable[[], bool] | None = None
+                            ) -> dict[str, float] | None:
+        """One segment and one update; counts steps and episodes; returns the metrics (None:
+        the async pipeline was asked to stop while waiting for a segment)."""
+        if self.pipeline is not None:
+            return self._next_and_update(should_stop)
         t0 = time.perf_counter()
         try:
             rollout = self.collector.collect()
@@ -423,6 +560,41 @@ class Trainer:
         metrics["charts/time_collect_s"] = t1 - t0
         metrics["charts/time_update_s"] = t2 - t1
         metrics["core/state_resets_nonfinite"] = float(self.state_resets_nonfinite)
+        return metrics
+
+    def _next_and_update(self, should_stop: Callable[[], bool] | None = None
+                         ) -> dict[str, float] | None:
+        """The async pipeline's turn: the next segment from the actor thread, the update, the
+        new parameters handed back to the actor; the lag and the actor's timing logged."""
+        assert self.pipeline is not None
+        t0 = time.perf_counter()
+        got = self.pipeline.next_rollout(should_stop)
+        if got is None:
+            return None
+        rollout, lag, timing = got
+        self._probe = rollout.bootstrap  # what the checkpoint guard acts on
+        t1 = time.perf_counter()
+        try:
+            metrics = dict(self.learner.update(rollout))
+        except DivergedError:
+            raise  # the finite-value guard's own one-line report (Trainer.run)
+        except Exception as e:
+            raise RunFailed(f"learner failed at update {self.update + 1}: "
+                            f"{type(e).__name__}: {one_line(e)}") from e
+        self.pipeline.publish()
+        t2 = time.perf_counter()
+        self.global_step += int(rollout.env_steps)
+        self.update += 1
+        self._steps_window += int(rollout.env_steps)
+        self.stats.add(rollout.episodes)
+        metrics["charts/policy_lag"] = float(lag)
+        metrics["charts/time_wait_s"] = t1 - t0
+        metrics["charts/time_update_s"] = t2 - t1
+        metrics["charts/time_collect_s"] = timing.total_s
+        metrics["charts/time_act_s"] = timing.act_s
+        metrics["charts/time_env_wait_s"] = timing.env_wait_s
+        metrics["charts/time_param_wait_s"] = timing.param_wait_s
+        metrics["core/state_resets_nonfinite"] = float(self.collector.nonfinite_resets)
         return metrics
 
     def _reset_nonfinite_state(self, rollout: Any) -> None:

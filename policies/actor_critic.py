@@ -36,6 +36,8 @@ class ActorCritic(nn.Module):
         self.encoder = encoder
         self.core = core
         self.heads = heads
+        self.precision = "fp32"
+        """fp32 | bf16 (ModelConfig.precision): bf16 autocasts the encoder and the heads."""
 
     def initial_state(self, batch_size: int, device=None) -> State:
         """Zero core state for batch_size envs (tuple of [B, ...] tensors)."""
@@ -56,12 +58,29 @@ class ActorCritic(nn.Module):
         episode_start [T, B] bool -> (logits [T, B, A], value [T, B], new_state)."""
         T, B = obs.shape[:2]
         frames = obs.reshape(T * B, *obs.shape[2:]).permute(0, 3, 1, 2)  # [T*B, 3, 64, 64]
+        if self.precision == "bf16":
+            return self._forward_bf16(frames, reward, episode_start, state, T, B)
         dtype = self.heads.value.weight.dtype
         features = self.encoder(frames.to(dtype) / 255.0).reshape(T, B, -1)  # [T, B, cnn_out]
         r = reward.to(device=features.device, dtype=dtype).clamp(-1.0, 1.0).unsqueeze(-1)
         z, new_state = self.core(torch.cat([features, r], dim=-1), state, episode_start)
         logits, value = self.heads(z)
         return logits, value, new_state
+
+    def _forward_bf16(self, frames: torch.Tensor, reward: torch.Tensor,
+                      episode_start: torch.Tensor, state: State, T: int, B: int
+                      ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """forward with the encoder and the heads under bf16 autocast, the core in fp32."""
+        kind = frames.device.type
+        with torch.autocast(kind, dtype=torch.bfloat16):
+            features = self.encoder(frames.float() / 255.0)
+        features = features.float().reshape(T, B, -1)
+        r = reward.to(device=features.device, dtype=torch.float32).clamp(-1.0, 1.0).unsqueeze(-1)
+        with torch.autocast(kind, enabled=False):
+            z, new_state = self.core(torch.cat([features, r], dim=-1), state, episode_start)
+        with torch.autocast(kind, dtype=torch.bfloat16):
+            logits, value = self.heads(z)
+        return logits.float(), value.float(), new_state
 
     def act(
         self,
@@ -85,4 +104,6 @@ def build_actor_critic(cfg: ModelConfig, num_actions: int) -> ActorCritic:
     """Build the ActorCritic described by cfg for num_actions discrete actions."""
     encoder = ImpalaCNN(cfg.cnn_channels, cfg.cnn_out)
     core = build_core(cfg, cfg.cnn_out + 1)
-    return ActorCritic(encoder, core, Heads(core.output_size, num_actions))
+    policy = ActorCritic(encoder, core, Heads(core.output_size, num_actions))
+    policy.precision = cfg.precision
+    return policy

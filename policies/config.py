@@ -13,6 +13,10 @@ SrwmKernel = Literal["auto", "naive", "fused"]
 SRWM_KERNELS: tuple[str, ...] = get_args(SrwmKernel)
 
 
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
 @dataclass
 class ModelConfig:
     """Sizes and choices of the ActorCritic network (paper sizes by default)."""
@@ -80,7 +84,15 @@ class ModelConfig:
     """The SRWM's W0 is stored divided by this factor and multiplied back when used: with
     Adam or RMSprop its effective learning rate is this many times the learner's (1 = SPEC)."""
 
+    precision: Precision = "fp32"
+    """fp32 | bf16: bf16 runs the CNN encoder and the heads under torch.autocast (bfloat16);
+    the core (the SRWM op included) always runs in fp32 on fp32 inputs. Its effect on speed and
+    learning: benchmarks/RESULTS.md, "Training pipeline"."""
+
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid: "
+                             f"{', '.join(PRECISIONS)}")
         self.cnn_channels = tuple(int(c) for c in self.cnn_channels)
         if self.core not in CORE_NAMES:
             raise ValueError(
