@@ -17,13 +17,24 @@ releases the GIL while it does; torch releases it inside its kernels):
 
 2. The learner's update overlapped with collection (`AsyncPipeline`). An actor thread
    collects segment k with a private copy of the policy whose parameters are those after
-   update v; segment k is consumed by update k, so its lag is k - v. Before starting segment
-   k the actor waits until the learner has published update k - max_policy_lag, then loads
-   the newest published parameters: the lag never exceeds `max_policy_lag` (0: collection
-   waits for every update, only the env groups overlap; 1: the next segment is collected
-   while the learner updates on this one). The learner publishes its parameters after every
-   update (one device copy). The lag each update sees is returned with its rollout and
-   logged as `charts/policy_lag` (the importance ratio pi/mu is `losses/importance_ratio`).
+   update v; segment k is consumed by update k, so its lag is k - v. The schedule is fixed:
+   segment k is collected with the parameters of update max(0, k - max_policy_lag), waiting
+   for them if the learner is behind, so the lag is exactly min(k, max_policy_lag) however
+   fast either side runs (0: collection waits for every update, only the env groups overlap;
+   1: the next segment is collected while the learner updates on this one). Taking the newest
+   parameters instead would lower the lag now and then, at the price of a run that depends
+   on thread timing. The learner publishes a copy of its parameters after every update. The
+   lag each update sees is returned with its rollout and logged as `charts/policy_lag` (the
+   importance ratio pi/mu is `losses/importance_ratio`).
+
+Reproducibility. The actor samples its actions from the collector's own generator
+(`sample_seed`), the learner draws from torch's global one, the env groups are stepped and
+assembled in a fixed order and the lag schedule does not depend on timing: two async runs
+with the same config and seed give the same parameters, bit for bit, on the same machine and
+thread count (tests/agents/test_pipeline.py checks it with the learner slowed down in one).
+They differ from a sync run (the lag, and the actions' random stream). A resumed run seeds the
+actor's generator afresh, like the lifetime draws and the envs, from the seed and the step it
+resumes at: it continues the interrupted run, but not bit for bit.
 
 Failures and stopping. An exception in an env group or the actor thread is carried to the
 learner thread, which raises `RunFailed` with one line naming where it happened; the trainer
@@ -123,14 +134,16 @@ class GroupedCollector:
     """`RolloutCollector` over several VecEnvs (env groups), double-buffered.
 
     Same arguments as `RolloutCollector`, with `envs` a list of VecEnvs whose envs, in order,
-    are the B envs of the rollout. `collect(should_stop)` returns one Rollout of `unroll`
-    steps; `should_stop()` is polled every step (raises `_Stopped`).
+    are the B envs of the rollout, and `sample_seed`: when given, actions are sampled from a
+    generator of this collector's own (None: torch's global one, as the sync collector).
+    `collect(should_stop)` returns one Rollout of `unroll` steps; `should_stop()` is polled
+    every step (raises `_Stopped`).
     """
 
     def __init__(self, envs: Sequence[Any], policy: torch.nn.Module, unroll: int,
                  state_reset: str = "never", device: torch.device | str | None = None,
                  greedy: bool = False, state_lifetime: float = 0.0,
-                 lifetime_seed: int = 0) -> None:
+                 lifetime_seed: int = 0, sample_seed: int | None = None) -> None:
         if int(unroll) < 1:
             raise ValueError(f"unroll must be >= 1, got {unroll}")
         if not (state_lifetime == 0 or state_lifetime >= 1):
@@ -146,6 +159,10 @@ class GroupedCollector:
         self.state_reset = check_state_reset(state_reset)
         self.greedy = bool(greedy)
         self.device = torch.device(device) if device is not None else policy_device(policy)
+        self._sample_gen: torch.Generator | None = None
+        if sample_seed is not None:
+            self._sample_gen = torch.Generator(device=self.device)
+            self._sample_gen.manual_seed(int(sample_seed))
         self.groups: list[_Group] = []
         lo = 0
         for env in self.envs:
@@ -249,7 +266,8 @@ class GroupedCollector:
             rewards_in[t, sl] = g.reward_in
             starts[t, sl] = start
             action, logp, value, g.state = self.policy.act(g.obs, g.reward_in, start, g.state,
-                                                           greedy=self.greedy)
+                                                           greedy=self.greedy,
+                                                           generator=self._sample_gen)
             actions[t, sl], logprobs[t, sl], values[t, sl] = action, logp, value
             host_actions = action.cpu().numpy()
             timing.act_s += time.perf_counter() - t0
@@ -327,7 +345,8 @@ class AsyncPipeline:
         self.acting_policy = acting_policy or copy.deepcopy(policy)
         self.acting_policy.load_state_dict(policy.state_dict())
         collector.policy = self.acting_policy
-        self._published = [t.detach().clone() for t in policy.state_dict().values()]
+        self._snapshots: dict[int, list[torch.Tensor]] = {}
+        """Published parameters by version, kept until the actor has loaded them."""
         self._version = 0
         """Updates published (in this call)."""
         self._acting_version = 0
@@ -343,28 +362,30 @@ class AsyncPipeline:
     def start(self) -> None:
         self._thread.start()
 
-    def _load_published(self) -> None:
+    def _load(self, version: int) -> None:
+        """Act with the parameters of update `version` (already published); drop older ones."""
         with self._cond:
-            if self._acting_version == self._version:
-                return
-            with torch.no_grad():
-                for dst, src in zip(self.acting_policy.state_dict().values(), self._published,
-                                    strict=True):
-                    dst.copy_(src)
-            self._acting_version = self._version
+            if version != self._acting_version:
+                with torch.no_grad():
+                    for dst, src in zip(self.acting_policy.state_dict().values(),
+                                        self._snapshots[version], strict=True):
+                        dst.copy_(src)
+                self._acting_version = version
+            for v in [v for v in self._snapshots if v <= version]:
+                del self._snapshots[v]
 
     def _actor(self) -> None:
         k = 0
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
+                version = max(0, k - self.max_policy_lag)
                 with self._cond:
-                    self._cond.wait_for(lambda k=k: self._stop.is_set()
-                                        or self._version >= k - self.max_policy_lag)
+                    self._cond.wait_for(lambda v=version: self._stop.is_set()
+                                        or self._version >= v)
                 if self._stop.is_set():
                     break
-                self._load_published()
-                version = self._acting_version
+                self._load(version)
                 waited = time.perf_counter() - t0
                 rollout = self.collector.collect(self._stop.is_set)
                 timing = self.collector.timing
@@ -422,11 +443,12 @@ class AsyncPipeline:
         raise RunFailed(f"{self._error_where}{what}") from e
 
     def publish(self) -> None:
-        """After an update: hand the new parameters to the actor."""
+        """After an update: hand the new parameters to the actor (a copy, kept until the
+        actor loads it: at most max_policy_lag + 1 copies are held at once)."""
         with self._cond, torch.no_grad():
-            for dst, src in zip(self._published, self.policy.state_dict().values(), strict=True):
-                dst.copy_(src)
             self._version += 1
+            self._snapshots[self._version] = [t.detach().clone()
+                                              for t in self.policy.state_dict().values()]
             self._cond.notify_all()
 
     def close(self, timeout: float = 60.0) -> None:

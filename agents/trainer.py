@@ -394,10 +394,13 @@ def train(cfg: TrainConfig, env: VecEnv | None = None, *,
                 s.env, learner.acting_policy, cfg.unroll, cfg.state_reset, s.device,
                 state_lifetime=cfg.state_lifetime, lifetime_seed=lifetime_seed)
         else:
+            # the actor thread samples from a generator of its own (seeded like the lifetime
+            # draws): the learner's draws from the global one then do not depend on timing
             collector = GroupedCollector(s.groups or [s.env], policy, cfg.unroll,
                                          cfg.state_reset, s.device,
                                          state_lifetime=cfg.state_lifetime,
-                                         lifetime_seed=lifetime_seed)
+                                         lifetime_seed=lifetime_seed,
+                                         sample_seed=lifetime_seed + 1)
             pipeline = AsyncPipeline(collector, policy, cfg.max_policy_lag)
         trainer = Trainer(cfg, policy, learner, collector, num_actions=int(s.env.action_space.n),
                           global_step=int(payload["global_step"]) if payload else 0,

@@ -89,14 +89,22 @@ class ActorCritic(nn.Module):
         episode_start: torch.Tensor,
         state: State,
         greedy: bool = False,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, State]:
         """One step: obs [B, 64, 64, 3], reward [B], episode_start [B] bool
-        -> (action [B], logprob [B], value [B], new_state). Runs under the caller's grad mode."""
+        -> (action [B], logprob [B], value [B], new_state). Runs under the caller's grad mode.
+        Actions are sampled from `generator` when given (the async actor thread has its own,
+        so that its draws do not interleave with the learner's), else from torch's global one."""
         logits, value, new_state = self.forward(
             obs.unsqueeze(0), reward.unsqueeze(0), episode_start.unsqueeze(0), state
         )
         dist = torch.distributions.Categorical(logits=logits[0])
-        action = logits[0].argmax(dim=-1) if greedy else dist.sample()
+        if greedy:
+            action = logits[0].argmax(dim=-1)
+        elif generator is None:
+            action = dist.sample()
+        else:  # what Categorical.sample does, from the given generator
+            action = torch.multinomial(dist.probs, 1, True, generator=generator)[:, 0]
         return action, dist.log_prob(action), value[0], new_state
 
 

@@ -142,8 +142,11 @@ def test_groups_carry_state_and_episode_starts_as_the_sync_collector(state_reset
     three.close()
 
 
+@pytest.mark.parametrize("learner_waits", [True, False])
 @pytest.mark.parametrize("max_lag", [0, 1, 2])
-def test_async_rollouts_keep_the_bookkeeping_and_the_lag_bound(max_lag):
+def test_async_rollouts_keep_the_bookkeeping_and_a_fixed_lag(max_lag, learner_waits):
+    """Segment k is collected with the parameters of update max(0, k - max_lag), whether the
+    learner lets the actor run as far ahead as the bound allows or publishes at once."""
     segments = 6
     ref = sync_rollouts("never", 2.0, segments)
     policy = counting_policy()
@@ -165,7 +168,7 @@ def test_async_rollouts_keep_the_bookkeeping_and_the_lag_bound(max_lag):
             # "update" k: wait until the actor went as far ahead as the bound lets it (so that
             # every allowed lag is reached), then change the parameters and publish them
             deadline = time.monotonic() + 30
-            while (pipe._queue.qsize() < min(max_lag, segments - 1 - k)
+            while (learner_waits and pipe._queue.qsize() < min(max_lag, segments - 1 - k)
                    and time.monotonic() < deadline):
                 time.sleep(0.005)
             with torch.no_grad():
@@ -212,6 +215,34 @@ def test_async_training_logs_the_lag_within_its_bound(tmp_path, algo, lag):
     acc = EventAccumulator(str(tmp_path / "run" / "tb"))
     acc.Reload()
     assert [e.value for e in acc.Scalars("charts/policy_lag")] == lags
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vtrace"])
+def test_async_training_is_reproducible_whatever_the_thread_timing(tmp_path, algo):
+    """Two async runs with the same config and seed end with the same parameters and metrics,
+    bit for bit, though in the second the learner is slowed down after every update (so the
+    actor runs ahead and waits on the bound instead of the learner waiting on the actor)."""
+
+    def run(name: str, delay: float) -> tuple[dict, list[dict]]:
+        seen: list[dict] = []
+
+        def on_update(step, metrics):
+            seen.append({k: v for k, v in metrics.items()
+                         if k.startswith("losses/") or k == "charts/policy_lag"})
+            time.sleep(delay)
+
+        cfg = async_cfg(tmp_path / name, algo, core="lstm", total_steps=320, max_policy_lag=1,
+                        env_groups=2, seed=3)
+        train(cfg, progress=False, on_update=on_update)
+        return ckpt.load_agent(tmp_path / name).policy.state_dict(), seen
+
+    params_a, seen_a = run("a", 0.0)
+    params_b, seen_b = run("b", 0.05)
+    assert [m["charts/policy_lag"] for m in seen_a] == [0] + [1] * (len(seen_a) - 1)
+    assert seen_a == seen_b
+    assert params_a.keys() == params_b.keys()
+    for name in params_a:
+        assert torch.equal(params_a[name], params_b[name]), name
 
 
 @pytest.mark.parametrize("core", ["srwm", "deltanet", "ff", "fake-sr"])
