@@ -5,11 +5,22 @@ The update loop is agents.learners.Learner's; PPO supplies its targets (normalis
 bootstrap value -> GAE) and its loss. Minibatches are whole env sequences, each replayed from
 its stored initial state with its stored episode_start mask, so the first minibatch of the
 first epoch reproduces the behaviour log-probs exactly (ratio 1).
+
+Under a policy lag (the async pipeline: the rollout was collected with parameters
+`rollout.policy_lag` updates older than the learner's), `lag_correction` makes this the
+decoupled form of PPO: the ratio is clipped around the learner's own policy at the start of
+the update (the "proximal" policy, whose log-probs and values one extra no-grad pass over the
+rollout recomputes) instead of around the old behaviour policy mu, and each sample's
+surrogate is weighted by pi_prox / mu, truncated at `lag_weight_cap`. Clipping around mu
+would restrain the step by how far the policy has already moved since collection; the
+weight corrects for whose actions these were. Advantages and the value clip use the
+proximal values. With no lag nothing changes (pi_prox = mu exactly).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -56,6 +67,11 @@ class PPOConfig:
     anneal_lr: bool = False
     """Decay the learning rate linearly towards 0 over total_steps: update k of n runs at
     lr * (1 - k / n)."""
+    lag_correction: bool = True
+    """Under a policy lag (async pipeline), clip around the learner's policy at the start of
+    the update and weight by pi_prox / mu (decoupled PPO; docs/SPEC.md, section 4)."""
+    lag_weight_cap: float = 1.0
+    """Truncation of the weight pi_prox / mu under lag_correction (as V-trace's rho_bar)."""
 
 
 def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
@@ -69,7 +85,7 @@ def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
         )
     if cfg.epochs < 1:
         raise ValueError(f"PPO epochs must be >= 1, got {cfg.epochs}")
-    for name in ("lr", "adam_eps", "clip", "max_grad_norm"):
+    for name in ("lr", "adam_eps", "clip", "max_grad_norm", "lag_weight_cap"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"PPO {name} must be positive, got {getattr(cfg, name)}")
     if not (0.0 <= cfg.gamma <= 1.0 and 0.0 <= cfg.gae_lambda <= 1.0):
@@ -121,6 +137,19 @@ class RewardNormalizer:
         self.count = float(d["count"])
 
 
+class PPOTargets(NamedTuple):
+    """What `PPO.targets` computes once per update (all [T, B], no gradient)."""
+
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    old_values: torch.Tensor
+    """The values the advantages and the value clip use (behaviour or proximal)."""
+    prox_logprobs: torch.Tensor | None
+    """log pi_prox(a_t) under lag_correction with a lag, else None (clip around mu)."""
+    weights: torch.Tensor | None
+    """min(pi_prox / mu, lag_weight_cap) under lag_correction with a lag, else None."""
+
+
 class PPO(Learner):
     """Recurrent PPO: GAE targets from (normalised) rewards, the clipped surrogate loss. Adds
     the reward normaliser to `state_dict()`; `first_minibatch_ratio` keeps the ratios of the
@@ -143,8 +172,17 @@ class PPO(Learner):
         self.first_minibatch_ratio: torch.Tensor | None = None
 
     @torch.no_grad()
-    def targets(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
-        """Advantages and returns [T, B] from (normalised) rewards and the bootstrap value."""
+    def targets(self, rollout: Rollout) -> PPOTargets:
+        """Advantages and returns [T, B] from (normalised) rewards and the bootstrap value;
+        under a policy lag with lag_correction, the proximal log-probs, values and weights."""
+        prox_logp = weight = None
+        old_values = rollout.values
+        if self.cfg.lag_correction and rollout.policy_lag > 0:
+            logits, prox_values, _ = self.policy(rollout.obs, rollout.rewards_in,
+                                                 rollout.episode_start, rollout.init_state)
+            prox_logp = torch.distributions.Categorical(logits=logits).log_prob(rollout.actions)
+            weight = (prox_logp - rollout.logprobs).exp().clamp(max=self.cfg.lag_weight_cap)
+            old_values = prox_values
         b = rollout.bootstrap
         _, last_value, _ = self.policy(
             b.obs.unsqueeze(0), b.reward_in.unsqueeze(0), b.episode_start.unsqueeze(0), b.state
@@ -154,20 +192,26 @@ class PPO(Learner):
             rewards = self.sync.normalize_rewards(self.reward_normalizer, rewards, rollout.dones)
         elif self.cfg.normalize_rewards:
             rewards = self.reward_normalizer(rewards, rollout.dones)
-        return gae(rewards, rollout.values, rollout.dones, last_value[0], self.cfg.gamma,
-                   self.cfg.gae_lambda)
+        advantages, returns = gae(rewards, old_values, rollout.dones, last_value[0],
+                                  self.cfg.gamma, self.cfg.gae_lambda)
+        return PPOTargets(advantages, returns, old_values, prox_logp, weight)
 
     def loss(self, rollout: Rollout, idx: torch.Tensor,
-             targets: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+             targets: PPOTargets) -> tuple[torch.Tensor, dict[str, float]]:
         """Replay envs `idx` from their stored initial state: clipped surrogate + clipped value
         loss - entropy bonus."""
-        cfg, (advantages, returns) = self.cfg, targets
+        cfg, advantages, returns = self.cfg, targets.advantages, targets.returns
         logits, values, _ = self.policy(
             rollout.obs[:, idx], rollout.rewards_in[:, idx], rollout.episode_start[:, idx],
             index_state(rollout.init_state, idx),
         )
         dist = torch.distributions.Categorical(logits=logits)
-        logratio = dist.log_prob(rollout.actions[:, idx]) - rollout.logprobs[:, idx]
+        logp = dist.log_prob(rollout.actions[:, idx])
+        behaviour_logratio = logp - rollout.logprobs[:, idx]  # log pi / mu
+        if targets.prox_logprobs is None:
+            logratio = behaviour_logratio
+        else:  # lag_correction: clip around the proximal policy
+            logratio = logp - targets.prox_logprobs[:, idx]
         ratio = logratio.exp()
         if self.minibatch_index == 0:
             self.first_minibatch_ratio = ratio.detach()
@@ -177,8 +221,11 @@ class PPO(Learner):
             adv = (adv - mean) / (std + 1e-8)
         elif cfg.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)).mean()
-        ret, old_v = returns[:, idx], rollout.values[:, idx]
+        pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
+        if targets.weights is not None:
+            pg = targets.weights[:, idx] * pg
+        pg_loss = pg.mean()
+        ret, old_v = returns[:, idx], targets.old_values[:, idx]
         v_err = (values - ret) ** 2
         if cfg.clip_value:
             v_clipped = old_v + (values - old_v).clamp(-cfg.clip, cfg.clip)
@@ -193,13 +240,15 @@ class PPO(Learner):
                 "losses/entropy": entropy.item(),
                 "losses/approx_kl": ((ratio - 1) - logratio).mean().item(),
                 "losses/clipfrac": ((ratio - 1).abs() > cfg.clip).float().mean().item(),
-                "losses/importance_ratio": ratio.mean().item(),
+                "losses/importance_ratio": behaviour_logratio.exp().mean().item(),
             }
+            if targets.weights is not None:
+                stats["losses/lag_weight"] = targets.weights[:, idx].mean().item()
         return loss, stats
 
-    def update_metrics(self, rollout: Rollout, targets: tuple[torch.Tensor, torch.Tensor]
-                       ) -> dict[str, float]:
-        return {"losses/explained_variance": explained_variance(rollout.values, targets[1])}
+    def update_metrics(self, rollout: Rollout, targets: PPOTargets) -> dict[str, float]:
+        return {"losses/explained_variance": explained_variance(targets.old_values,
+                                                                targets.returns)}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "reward_normalizer": self.reward_normalizer.state_dict()}

@@ -112,6 +112,9 @@ class Rollout:
     """Finished episodes' infos from the env (keys r, l, game, level_seed), in step order."""
     env_steps: int = 0
     """T * B."""
+    policy_lag: int = 0
+    """Updates between the parameters that collected this segment and the learner's when it
+    is consumed (set by the async pipeline; 0 in the sync loop)."""
 
     @property
     def final_state(self) -> State:

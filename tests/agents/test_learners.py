@@ -39,6 +39,68 @@ def test_ppo_first_minibatch_ratio_is_one(make_tiny_policy, fake_env, core, stat
     assert any(k.startswith("core/") for k in metrics)
 
 
+@pytest.mark.parametrize("core", ["lstm", "srwm"])
+def test_ppo_lag_correction_clips_around_the_learners_policy(make_tiny_policy, fake_env, core):
+    """A rollout collected by older parameters (policy_lag 1, as the async pipeline hands it
+    over): with lag_correction the first minibatch's ratio is 1 again (clipped around the
+    learner's policy at the start of the update, recomputed from the stored initial state),
+    pi/mu is not, and the weights are min(pi_prox / mu, cap). Without a lag, or with the
+    correction off, the ratio is pi/mu as before."""
+    torch.manual_seed(0)
+    policy = make_tiny_policy(core)
+    stale = copy.deepcopy(policy)
+    collector = RolloutCollector(fake_env(4), stale, 6, "never")
+    cfg = PPOConfig(num_minibatches=2, epochs=1, lr=5e-2)
+    learner = make_learner("ppo", policy, num_envs=4, unroll=6, total_steps=10_000,
+                           device="cpu", ppo_cfg=cfg, vtrace_cfg=VTraceConfig())
+    learner.update(collector.collect())  # the learner moves away from `stale`
+    ro = collector.collect()
+    ro.policy_lag = 1
+    targets = learner.targets(ro)
+    assert targets.prox_logprobs is not None and targets.weights is not None
+    assert float((targets.prox_logprobs - ro.logprobs).abs().max()) > 1e-3
+    expected = (targets.prox_logprobs - ro.logprobs).exp().clamp(max=cfg.lag_weight_cap)
+    torch.testing.assert_close(targets.weights, expected)
+    assert float(targets.weights.max()) <= cfg.lag_weight_cap
+    metrics = learner.update(ro)
+    ratio = learner.first_minibatch_ratio
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=1e-5)
+    assert abs(metrics["losses/importance_ratio"] - 1.0) > 1e-4
+    assert "losses/lag_weight" in metrics
+
+    for lag, correction in ((0, True), (1, False)):
+        learner = make_learner("ppo", copy.deepcopy(policy), num_envs=4, unroll=6,
+                               total_steps=10_000, device="cpu",
+                               ppo_cfg=dataclasses.replace(cfg, lag_correction=correction),
+                               vtrace_cfg=VTraceConfig())
+        ro.policy_lag = lag
+        targets = learner.targets(ro)
+        assert targets.prox_logprobs is None and targets.weights is None
+        assert targets.old_values is ro.values
+        metrics = learner.update(ro)
+        assert float((learner.first_minibatch_ratio - 1).abs().max()) > 1e-4
+        assert "losses/lag_weight" not in metrics
+
+
+def test_ppo_lag_correction_on_its_own_rollout_changes_nothing(make_tiny_policy, fake_env):
+    """Recomputing the proximal policy on a rollout the learner's own parameters collected
+    gives back the behaviour log-probs and values (weights 1): the correction is exact where
+    there is nothing to correct."""
+    policy = make_tiny_policy("srwm")
+    learner = make_learner("ppo", policy, num_envs=4, unroll=6, total_steps=10_000,
+                           device="cpu", ppo_cfg=PPOConfig(num_minibatches=2),
+                           vtrace_cfg=VTraceConfig())
+    collector = RolloutCollector(fake_env(4), policy, 6, "never")
+    collector.collect()
+    ro = collector.collect()
+    ro.policy_lag = 1
+    targets = learner.targets(ro)
+    torch.testing.assert_close(targets.prox_logprobs, ro.logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(targets.old_values, ro.values, rtol=0, atol=1e-5)
+    torch.testing.assert_close(targets.weights, torch.ones_like(ro.logprobs), rtol=0,
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("actor_lag", [0, 1])
 def test_vtrace_importance_ratio(make_tiny_policy, fake_env, actor_lag):
     """Without lag the first batch is on-policy (ratio 1); with lag 1 the second rollout was
@@ -116,6 +178,9 @@ def test_bad_settings_give_one_clear_line(make_tiny_policy):
     with pytest.raises(ValueError, match="batch_size 16 must divide num_envs 24"):
         make_learner("vtrace", policy, num_envs=24, unroll=4, total_steps=100, device="cpu",
                      vtrace_cfg=VTraceConfig(batch_size=16))
+    with pytest.raises(ValueError, match="PPO lag_weight_cap must be positive, got 0.0"):
+        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     ppo_cfg=PPOConfig(lag_weight_cap=0.0))
     with pytest.raises(ValueError, match="unknown algo 'a2c'; valid: ppo, vtrace"):
         make_learner("a2c", policy, num_envs=8, unroll=4, total_steps=100, device="cpu")
     # fewer envs than the batch: the whole rollout is one batch
