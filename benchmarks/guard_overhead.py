@@ -43,23 +43,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from agents.config import TrainConfig
-    from agents.rollout import RolloutCollector
-    from agents.trainer import Trainer, _poisoned_policy, build_env, build_policy_and_learner
+    from agents.trainer import Trainer, _poisoned_policy
+    from benchmarks.cue_learner import build
 
-    if args.model == "tiny":
-        cfg = TrainConfig.from_preset("memory-tiny", device="cpu", run_dir="unused")
-    else:
-        cfg = TrainConfig(games=["cue-recall"], num_envs=16, unroll=32, device="cpu",
-                          run_dir="unused")
-        cfg.ppo.num_minibatches = 4
-    cfg = cfg.resolved()
-    torch.manual_seed(0)
-    env = build_env(cfg)
-    device = torch.device("cpu")
-    policy, learner = build_policy_and_learner(cfg, int(env.action_space.n), device)
-    collector = RolloutCollector(env, learner.acting_policy, cfg.unroll, cfg.state_reset, device)
-    collector.collect()
+    cfg, env, policy, learner, collector = build(args.model)
     guarded = learner._optimizer_step
     plain = types.MethodType(unguarded_step, learner)
     trainer = Trainer.__new__(Trainer)  # only for its per-segment check

@@ -33,23 +33,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from agents.config import TrainConfig
-    from agents.rollout import RolloutCollector
-    from agents.trainer import build_env, build_policy_and_learner
+    from benchmarks.cue_learner import build
 
-    if args.model == "tiny":
-        cfg = TrainConfig.from_preset("memory-tiny", device="cpu", run_dir="unused")
-    else:
-        cfg = TrainConfig(games=["cue-recall"], num_envs=16, unroll=32, device="cpu",
-                          run_dir="unused")
-        cfg.ppo.num_minibatches = 4
-    cfg = cfg.resolved()
-    torch.manual_seed(0)
-    env = build_env(cfg)
-    policy, learner = build_policy_and_learner(cfg, int(env.action_space.n),
-                                               torch.device("cpu"))
-    collector = RolloutCollector(env, learner.acting_policy, cfg.unroll, cfg.state_reset, "cpu")
-    collector.collect()
+    cfg, env, policy, learner, collector = build(args.model)
 
     times: dict[int, list[float]] = {0: [], 1: []}
     for k in range(args.rounds):
