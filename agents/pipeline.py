@@ -433,6 +433,7 @@ class AsyncPipeline:
             lag = self._version - version
             assert 0 <= lag <= self.max_policy_lag, (lag, self.max_policy_lag)
             self.max_lag_seen = max(self.max_lag_seen, lag)
+            rollout.policy_lag = lag  # what PPO's lag_correction acts on
             return rollout, lag, timing
 
     def _raise_failure(self) -> None:

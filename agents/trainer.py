@@ -575,7 +575,6 @@ class Trainer:
         if got is None:
             return None
         rollout, lag, timing = got
-        rollout.policy_lag = int(lag)  # what PPO's lag_correction acts on
         self._probe = rollout.bootstrap  # what the checkpoint guard acts on
         t1 = time.perf_counter()
         try:

@@ -159,6 +159,7 @@ def test_async_rollouts_keep_the_bookkeeping_and_a_fixed_lag(max_lag, learner_wa
     try:
         for k in range(segments):
             rollout, lag, _ = pipe.next_rollout()
+            assert rollout.policy_lag == lag  # what PPO's lag correction reads
             assert_same_bookkeeping(ref[k], rollout, actions=False)
             lags.append(lag)
             # the actor acted with the parameters of update k - lag: scale == version + 1
