@@ -29,10 +29,10 @@ from policies.config import CORE_NAMES, ModelConfig
 
 from .errors import ConfigError, one_line
 from .learners import ALGOS, Algo, planned_updates
-from .ppo import PPOConfig
+from .ppo import PPOConfig, check_ppo_config
 from .rollout import STATE_RESETS, StateReset
 from .runtime import DEVICES_HELP, valid_device
-from .vtrace import VTraceConfig
+from .vtrace import VTraceConfig, check_vtrace_config
 
 StepCount = Annotated[int, "a count of env steps"]
 """An int field that counts env steps; the command line also reads 25M, 1e6, 1.5k, 300_000_000."""
@@ -331,6 +331,13 @@ class TrainConfig:
                 bad(f"V-trace batch_size {bs} does not divide num_envs {self.num_envs} (whole "
                     f"sequences per optimizer step); valid: {', '.join(map(str, divisors))} "
                     f"or >= {self.num_envs}")
+        try:  # the learner's own checks, here so that they come before any run dir exists
+            if self.algo == "ppo":
+                check_ppo_config(self.ppo, self.num_envs)
+            else:
+                check_vtrace_config(self.vtrace, self.num_envs)
+        except ValueError as e:
+            bad(one_line(e))
         if self.pipeline not in PIPELINES:
             bad(f"unknown pipeline {self.pipeline!r}; valid: {', '.join(PIPELINES)}")
         if self.max_policy_lag < 0:

@@ -124,6 +124,9 @@ BAD_INPUTS = {
                        "--vtrace-epochs", "0"], ["epochs", "0"]),
     "srwm_qk_init_scale": (["--srwm-qk-init-scale", "-1"], ["srwm_qk_init_scale", "-1"]),
     "srwm_input_scale": (["--srwm-input-scale", "0"], ["srwm_input_scale", "0"]),
+    "ppo_lag_weight_cap": (["--ppo.lag-weight-cap", "0"], ["lag_weight_cap", "0"]),
+    "vtrace_lr": (["--algo", "vtrace", "--games", "bigfish", "--num-envs", "32",
+                   "--vtrace.lr", "0"], ["V-trace lr", "0"]),
 }
 
 
@@ -131,6 +134,17 @@ BAD_INPUTS = {
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     args, needles = BAD_INPUTS[case]
     code, err = run_main(capsys, *args, "--run-dir", tmp_path / "r", "--dry-run")
+    assert code == 2
+    assert_one_line_error(err, *needles)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("case", ["ppo_lag_weight_cap", "vtrace_lr"])
+def test_a_bad_learner_setting_stops_before_the_run_dir_exists(tmp_path, capsys, case):
+    """The learners' own checks run in the config's validation, not when the learner is
+    built: no run dir is left behind (not even an empty one)."""
+    args, needles = BAD_INPUTS[case]
+    code, err = run_main(capsys, *args, "--run-dir", tmp_path / "r")
     assert code == 2
     assert_one_line_error(err, *needles)
     assert not (tmp_path / "r").exists()
