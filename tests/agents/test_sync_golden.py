@@ -64,6 +64,11 @@ GOLDEN = {
                 "f536d665d36efdc2ce879b639cf8db9ba8a5e417c29506cc056a666e8d9f04f6")},
 }
 
+RECORDED_DECAY = 0.99
+"""The SRWM state decay of the recordings (the ModelConfig default until 2026-12-04, when it
+became 0.9): the test pins the settings it was recorded with, so that a change of defaults
+does not pass for a change of the training loop."""
+
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
              "amx_bf16")
 """CPU flags that change which kernels torch runs on a CPU."""
@@ -87,6 +92,7 @@ def _digest(tmp_path, algo: str, core: str, **kw) -> tuple[str, str]:
     torch.set_num_threads(1)  # float sums can depend on the thread count
     cfg = tiny_cfg(tmp_path / f"{algo}_{core}", algo, core, seed=3, total_steps=192,
                    state_lifetime=2.0, **kw)
+    cfg.model.srwm_state_decay = RECORDED_DECAY
     try:
         train(cfg, env=make_vec_env(seed=5), progress=False,
               on_update=lambda s, m: seen.append(
