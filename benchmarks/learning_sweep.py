@@ -58,7 +58,7 @@ def package_run(spec: dict):
     """A run with `"package": true`: the package's defaults and the memory-tiny preset
     (learning_harness.package_setup, exactly what the learning tests use), then the SRWM
     profile named by "profile" (agents.config.SRWM_PROFILES), then "model", "ppo", "vtrace",
-    "state_reset" and "state_lifetime" overrides."""
+    "state_reset", "state_lifetime", "num_envs" and "unroll" overrides."""
     import dataclasses
 
     from agents.config import SRWM_PROFILES
@@ -74,7 +74,7 @@ def package_run(spec: dict):
     setup.model.update(spec.get("model", {}))
     setup.ppo = dataclasses.replace(setup.ppo, **spec.get("ppo", {}))
     setup.vtrace = dataclasses.replace(setup.vtrace, **spec.get("vtrace", {}))
-    for key in ("state_reset", "state_lifetime"):
+    for key in ("state_reset", "state_lifetime", "num_envs", "unroll"):
         if key in spec:
             setattr(setup, key, spec[key])
     return setup
