@@ -10,9 +10,12 @@ The op alone (policies.srwm.ops.srwm_naive), no gradient: H = 2 heads, d = 16, b
 W0 drawn as the layer draws it (every entry Normal(0, 1/sqrt(d))), head inputs Normal(0, std^2)
 (std 1 and 5), the state carried from one call to the next in chunks of 100 steps, never
 reset. Every `--every` steps it records the Frobenius norm of W - W0 per head (mean and max
-over batch and heads). With --trained, the same for the first SRWM layer of a trained agent:
-its own W0 and decay, fed head inputs recorded while the agent played its training task
-(replayed in a loop, each batch entry from another offset).
+over batch and heads, and the max over every chunk end since the last record); a state that
+stops being finite is recorded at the first chunk end where it happens. With --trained, the
+same for the first SRWM layer of a trained agent: its own W0 and decay, fed head inputs
+recorded while the agent played its training task (20k steps, replayed in a loop, each batch
+entry from another offset; with a decay that forgets, the state then repeats with the
+recording's period, so points 20k steps apart can be equal).
 """
 
 from __future__ import annotations
@@ -44,18 +47,22 @@ def grow(w0: torch.Tensor, inputs, steps: int, every: int, decay: float,
     (policies.srwm.layer.bound_norm)."""
     state = torch.zeros(B, *w0.shape)
     curve = []
+    window_max = 0.0  # the largest norm at any chunk end since the last record
     for t0 in range(0, steps, CHUNK):
         n = min(CHUNK, steps - t0)
         _, state = srwm_naive(inputs(t0, n), w0, state, decay=decay)
         if max_norm > 0:
             state = bound_norm(state, max_norm)
         done = t0 + n
-        if done % every == 0 or done == steps:
-            norms = torch.linalg.matrix_norm(state)  # [B, H]
-            mean, top = float(norms.mean()), float(norms.max())
-            curve.append({"step": done, "mean_norm": mean, "max_norm": top})
+        norms = torch.linalg.matrix_norm(state)  # [B, H]
+        top = float(norms.max())
+        window_max = top if not math.isfinite(top) else max(window_max, top)
+        if done % every == 0 or done == steps or not math.isfinite(top):
+            curve.append({"step": done, "mean_norm": float(norms.mean()), "max_norm": top,
+                          "window_max_norm": window_max})
+            window_max = 0.0
             if not math.isfinite(top):
-                break
+                break  # the step recorded last is the first chunk end that is not finite
     return curve
 
 
@@ -124,8 +131,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--every", type=int, default=10_000)
     p.add_argument("--decays", default="1,0.999",
-                   help="comma list of decays for the random cases")
-    p.add_argument("--stds", default="1,5")
+                   help="comma list of decays for the random cases ('': none)")
+    p.add_argument("--stds", default="1,5", help="comma list of input stds ('': none)")
     p.add_argument("--trained", action="append", default=[],
                    help="run dir or checkpoint of a trained srwm agent (repeatable)")
     p.add_argument("--max-norm", type=float, default=0.0,
@@ -135,8 +142,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     results = []
-    for std in map(float, args.stds.split(",")):
-        for decay in map(float, args.decays.split(",")):
+    def floats(text: str) -> list[float]:  # "" -> no random cases (--trained alone)
+        return [float(x) for x in text.split(",") if x.strip()]
+
+    for std in floats(args.stds):
+        for decay in floats(args.decays):
             results.append(random_case(std, decay, args.steps, args.every, args.seed,
                                        args.max_norm))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "curve"}
