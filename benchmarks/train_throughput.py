@@ -4,12 +4,15 @@
     python benchmarks/train_throughput.py                      # paper6, CPU, tiny agent
     python benchmarks/train_throughput.py --device cuda --size paper --num-envs 96,384 \
         --unroll-ppo 256 --unroll-vtrace 50 --num-minibatches 8
+    python benchmarks/train_throughput.py --pipelines sync,async,async:g1,async:lag0
 
 One table row per (pipeline, algo, core, env count); each cell is a real
 `agents.trainer.train` run (ProcGen env, TensorBoard, a checkpoint at the end) in a temp dir.
 The time between consecutive `on_update` callbacks is one update's wall time (env construction
 and start-up excluded; the first `--warmup` updates of every run dropped). Cells are
-interleaved over `--rounds` so that a noisy, shared machine slows all alike. Per (algo, core,
+interleaved over `--rounds` so that a noisy, shared machine slows all alike. `--pipelines`
+takes async variants too (`async:g1` one env group, `async:lag0` lag bound 0, combinable);
+each gets its own row against sync (the env-only limit is of the default grouping). Per (algo, core,
 env count) the same run also measures the two limits of the loop:
 
 - env-only: steps/s of the same envs (the async pipeline's env groups, ProcGen threads as
@@ -75,18 +78,37 @@ class EnvTimer:
         return env
 
 
-def make_cfg(args, pipeline: str, algo: str, core: str, num_envs: int, run_dir: str):
+def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
+    """"sync" | "async" | "async:g1:lag0" ... -> (pipeline, overrides): `gN` sets env_groups to
+    N, `lagN` max_policy_lag to N (otherwise --env-groups / --max-policy-lag)."""
+    pipeline, *opts = spec.split(":")
+    if pipeline not in ("sync", "async") or (pipeline == "sync" and opts):
+        raise SystemExit(f"bad pipeline {spec!r}; valid: sync, async[:gN][:lagN]")
+    out: dict[str, int] = {}
+    for opt in opts:
+        for prefix, key in (("lag", "max_policy_lag"), ("g", "env_groups")):
+            if opt.startswith(prefix) and opt[len(prefix):].isdigit():
+                out[key] = int(opt[len(prefix):])
+                break
+        else:
+            raise SystemExit(f"bad pipeline option {opt!r} in {spec!r}; valid: gN, lagN")
+    return pipeline, out
+
+
+def make_cfg(args, variant: str, algo: str, core: str, num_envs: int, run_dir: str):
     from agents.config import TrainConfig
     from policies import ModelConfig
 
+    pipeline, over = parse_variant(variant)
     unroll = args.unroll_ppo if algo == "ppo" else args.unroll_vtrace
     cfg = TrainConfig(games=args.games.split(","), algo=algo, num_envs=num_envs, unroll=unroll,
                       total_steps=num_envs * unroll * (args.warmup + args.updates),
                       device=args.device, seed=0, run_dir=run_dir,
                       model=ModelConfig(core=core, **SIZES[args.size]),
                       checkpoint_every_minutes=0, checkpoint_every_steps=0, pipeline=pipeline,
-                      env_groups=args.env_groups, procgen_threads=args.procgen_threads,
-                      max_policy_lag=args.max_policy_lag)
+                      env_groups=over.get("env_groups", args.env_groups),
+                      procgen_threads=args.procgen_threads,
+                      max_policy_lag=over.get("max_policy_lag", args.max_policy_lag))
     cfg.ppo.num_minibatches = args.num_minibatches
     cfg.vtrace.batch_size = math.gcd(cfg.vtrace.batch_size, num_envs)
     return cfg.resolved()
@@ -125,7 +147,7 @@ def run_case(args, pipeline: str, algo: str, core: str, num_envs: int, run_dir: 
     def total(key: str) -> float:
         return sum(p.get(key, 0.0) for p in timed)
 
-    if pipeline == "sync":
+    if pipeline == "sync":  # the variant's name (sync, async, async:g1, ...)
         collect = total("charts/time_collect_s")
         breakdown = {"env": env_s, "inference": collect - env_s,
                      "update": total("charts/time_update_s")}
@@ -205,7 +227,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--games", default="bigfish,fruitbot,maze,leaper,plunder,starpilot",
                    help="ProcGen games (default: paper6)")
-    p.add_argument("--pipelines", default="sync,async")
+    p.add_argument("--pipelines", default="sync,async",
+                   help="comma list of sync | async[:gN][:lagN] (async with N env groups / lag "
+                        "bound N; each async variant is compared with sync)")
     p.add_argument("--algos", default="ppo,vtrace")
     p.add_argument("--cores", default="ff,srwm")
     p.add_argument("--num-envs", default="12,48", help="comma list of env counts")
@@ -266,23 +290,27 @@ def main() -> int:
           "learner-only SPS | async / min(limits) | max lag |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     table = []
+    variants = args.pipelines.split(",")
+    asyncs = [v for v in variants if v != "sync"] or [None]
+
+    def f(v):
+        return "-" if v is None else f"{v:.0f}"
+
     for n in env_counts:
         for a in args.algos.split(","):
             for c in args.cores.split(","):
-                sps = {pl: statistics.median(x["sps"] for x in raw.get((pl, a, c, n), []))
-                       if (pl, a, c, n) in raw else None for pl in ("sync", "async")}
+                sps = {pl: statistics.median(x["sps"] for x in raw[(pl, a, c, n)])
+                       for pl in variants if (pl, a, c, n) in raw}
                 lim = limits.get((a, c, n), {})
                 low = min(lim.values()) if lim else None
-                lag = max((x["max_lag"] for x in raw.get(("async", a, c, n), [])), default=0)
-
-                def f(v):
-                    return "-" if v is None else f"{v:.0f}"
-
-                ratio = (f"{sps['async'] / sps['sync']:.2f}x" if sps["sync"] and sps["async"]
-                         else "-")
-                eff = f"{sps['async'] / low:.0%}" if low and sps["async"] else "-"
-                print(f"| {a} | {c} | {n} | {f(sps['sync'])} | {f(sps['async'])} | {ratio} | "
-                      f"{f(lim.get('env'))} | {f(lim.get('learner'))} | {eff} | {lag:.0f} |")
+                for v in asyncs:
+                    s_sync, s_async = sps.get("sync"), sps.get(v)
+                    lag = max((x["max_lag"] for x in raw.get((v, a, c, n), [])), default=0)
+                    ratio = f"{s_async / s_sync:.2f}x" if s_sync and s_async else "-"
+                    eff = f"{s_async / low:.0%}" if low and s_async else "-"
+                    name = "" if v in (None, "async") else f" ({v})"
+                    print(f"| {a} | {c} | {n} | {f(s_sync)} | {f(s_async)}{name} | {ratio} | "
+                          f"{f(lim.get('env'))} | {f(lim.get('learner'))} | {eff} | {lag:.0f} |")
                 table.append({"algo": a, "core": c, "num_envs": n, **sps, **lim})
     print("\nWhere a training second goes (seconds per wall second, median cell of the rounds):")
     print("| pipeline | algo | core | envs | " + " | ".join(
@@ -291,7 +319,7 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (pl, a, c, n), runs in raw.items():
         b = runs[len(runs) // 2]["per_second"]
-        if pl == "sync":
+        if parse_variant(pl)[0] == "sync":
             vals = [b["env"], b["inference"], b["update"], b["other"], None, None]
         else:
             vals = [b["env busy"], b["inference"], b["update"], b["learner wait"],
