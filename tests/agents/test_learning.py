@@ -3,8 +3,17 @@
 Every run here uses exactly what `train_rl.py --preset memory-tiny` gives (the package's
 ModelConfig defaults, the state carried across episodes with a mean lifetime of 4 episodes,
 one learner setting for every core; see tests/agents/learning_harness.py). Only the task, the
-core, the learner, the budget and the seed differ. Seeds are 0 and 1, the first two, for every
-core; no seed was picked because it passes.
+core, the learner, the budget and the seed differ.
+
+Seeds: every cell (task, core, learner) trains seeds 0 and 1, the first two, for every core;
+no seed was picked because it passes. A cell passes when both reach the bar, or when one
+does and seed 2, run only then, does too: 2 of the first 3 seeds. Why not "each of seeds 0
+and 1": which seeds learn depends on the CPU kind (the floating-point order of its kernels),
+not only on the learner. The lstm on cue-recall at 40k PPO steps learned on 6 of 6 seeds on
+one CI machine (a Xeon with AMX) and on 4 of 5 on another (an AMD EPYC; seed 1 at chance
+throughout; benchmarks/RESULTS.md, "SRWM learnability, round 3"). The issue's bar is 4 of 5
+seeds: a learner that learns on 4 of 5 seeds passes 2 of 3 with probability 0.90 (both of
+2: 0.64); a learner at chance on every seed never does.
 
 Scores (learning_harness.evaluate): greedy play on 64 fresh envs (another env seed) from a
 zero state. cue-recall: the success rate over each env's first 4 episodes (chance 1/2). The
@@ -27,12 +36,15 @@ pytestmark = pytest.mark.learning
 CUE = {"num_cues": 2, "delay": 4}  # the task's defaults: episodes of 6 steps
 BANDIT = {"num_arms": 2, "block": 8}
 SEEDS = (0, 1)
+SPARE_SEED = 2
+"""Run only when exactly one of SEEDS misses the bar (see the module docstring)."""
 
 LSTM_CUE_STEPS = 40_000
 """At 40k PPO steps the lstm learned cue-recall on 6 of 6 seeds (each at 1.00 by 15k steps)
 on the AMX Xeon that CI ran on; at 20k (the lr annealed twice as fast) seed 0 stayed at
 chance there (0.51, 5 of 6 seeds learned), though seeds 0 and 1 learned at 20k on the
-first CI machine. benchmarks/RESULTS.md, "The learning tests on these defaults"."""
+first CI machine. benchmarks/RESULTS.md, "The learning tests on these defaults". On an AMD
+EPYC at 40k: 4 of 5 (seed 1 at chance throughout; RESULTS.md, round 3)."""
 SRWM_CUE_STEPS = 40_000  # the study's budget (benchmarks/RESULTS.md, "SRWM learnability")
 BANDIT_STEPS = 20_000  # lstm ~4k, srwm ~2-12k steps to the bar
 
@@ -61,27 +73,38 @@ def run(rec, task, kwargs, core, algo, steps, seed, **changes) -> lh.EvalResult:
     return result
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_cue_recall_lstm_ppo_learns(seed, rec):
-    assert run(rec, "cue-recall", CUE, "lstm", "ppo", LSTM_CUE_STEPS, seed).score >= 0.9
+def learns(rec, task, kwargs, core, algo, steps, bar, **changes) -> None:
+    """Assert that the cell reaches `bar` on 2 of its first 3 seeds: SEEDS, and SPARE_SEED
+    only when exactly one of them misses (none is run when both miss: 2 can no longer pass)."""
+    scores = {s: run(rec, task, kwargs, core, algo, steps, s, **changes).score for s in SEEDS}
+    passed = sum(v >= bar for v in scores.values())
+    if passed == len(SEEDS) - 1:
+        scores[SPARE_SEED] = run(rec, task, kwargs, core, algo, steps, SPARE_SEED,
+                                 **changes).score
+        passed = sum(v >= bar for v in scores.values())
+    assert passed >= len(SEEDS), (
+        f"{core} {algo} {task}: {passed} of {len(scores)} seeds reached {bar} "
+        f"(scores by seed: {scores}); the bar is {len(SEEDS)} of the first {len(SEEDS) + 1}")
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_cue_recall_srwm_ppo_learns(seed, rec):
+def test_cue_recall_lstm_ppo_learns(rec):
+    learns(rec, "cue-recall", CUE, "lstm", "ppo", LSTM_CUE_STEPS, 0.9)
+
+
+def test_cue_recall_srwm_ppo_learns(rec):
     """With the state decay of 2026-12-04 (0.9) the SRWM learned cue-recall with PPO on 4 of 5
     seeds at 40k steps (benchmarks/RESULTS.md, "SRWM learnability, round 2"; seed 3 stayed at
     chance); with the earlier 0.99 on 3 of 5, which is why this test used to ask only that one
-    of its two seeds learn. Now each must, as for the lstm."""
-    assert run(rec, "cue-recall", CUE, "srwm", "ppo", SRWM_CUE_STEPS, seed).score >= 0.9
+    of its two seeds learn. Now it has the bar of every cell (2 of the first 3 seeds)."""
+    learns(rec, "cue-recall", CUE, "srwm", "ppo", SRWM_CUE_STEPS, 0.9)
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_cue_recall_srwm_vtrace_learns(seed, rec):
+def test_cue_recall_srwm_vtrace_learns(rec):
     """V-trace (memory-tiny: Adam lr 1e-3 annealed, 3 passes) with the default SRWM learned
     cue-recall on 4 of 5 seeds at 40k steps (RESULTS.md, "SRWM learnability, round 2"; seed 3
     stayed at chance). The lstm has no such test: with the same learner it learned on 3 of 5,
     and seed 1 is one of the two that stayed at chance."""
-    assert run(rec, "cue-recall", CUE, "srwm", "vtrace", SRWM_CUE_STEPS, seed).score >= 0.9
+    learns(rec, "cue-recall", CUE, "srwm", "vtrace", SRWM_CUE_STEPS, 0.9)
 
 
 def test_cue_recall_ff_ppo_stays_at_chance(rec):
@@ -94,11 +117,10 @@ def test_cue_recall_ff_ppo_stays_at_chance(rec):
 
 
 @pytest.mark.parametrize("core", ["srwm", "lstm"])
-@pytest.mark.parametrize("seed", SEEDS)
-def test_switching_bandit_ppo_adapts_from_a_fresh_state(core, seed, rec):
+def test_switching_bandit_ppo_adapts_from_a_fresh_state(core, rec):
     """Carried across episodes (with the default lifetime), the agent learns to find the good
     arm from a fresh state within its first 4 episodes on new envs."""
-    assert run(rec, "switching-bandit", BANDIT, core, "ppo", BANDIT_STEPS, seed).score >= 0.8
+    learns(rec, "switching-bandit", BANDIT, core, "ppo", BANDIT_STEPS, 0.8)
 
 
 def test_switching_bandit_srwm_episode_reset_stays_at_chance(rec):
@@ -112,6 +134,5 @@ def test_switching_bandit_srwm_episode_reset_stays_at_chance(rec):
 
 
 @pytest.mark.parametrize("core", ["srwm", "lstm"])
-@pytest.mark.parametrize("seed", SEEDS)
-def test_switching_bandit_vtrace_adapts_from_a_fresh_state(core, seed, rec):
-    assert run(rec, "switching-bandit", BANDIT, core, "vtrace", BANDIT_STEPS, seed).score >= 0.8
+def test_switching_bandit_vtrace_adapts_from_a_fresh_state(core, rec):
+    learns(rec, "switching-bandit", BANDIT, core, "vtrace", BANDIT_STEPS, 0.8)
