@@ -11,12 +11,13 @@ the test:
 - is skipped, saying so and how to record, on a machine kind without a recording.
 
 Recordings. "first": on main at ef31ce3 (before agents/pipeline.py) with torch 2.13 on the
-first x86-64 CI machine (its flags were not written down); the metrics digests re-recorded
-there at 078ae7e (issue 14 added metrics to every update; the keys of ADDED_LATER are left
-out). "amx": on main at b7207be, on the Xeon with AVX-512 BF16 and AMX that CI ran on later;
-the sync loop did not change between the two (same code, other kernels). To record a new
-machine kind, run `python tests/agents/test_sync_golden.py` on main *before* touching the
-training loop and add its lines to GOLDEN and KINDS.
+first x86-64 CI machine; the metrics digests re-recorded there at 078ae7e (issue 14 added
+metrics to every update; the keys of ADDED_LATER are left out). Its machine kind was not
+written down then; it was on 2026-12-04, when an AMD EPYC CI machine reproduced all four
+"first" digests exactly. "amx": on main at b7207be, on the Xeon with AVX-512 BF16 and AMX
+that CI ran on later; the sync loop did not change between the two (same code, other
+kernels). To record a new machine kind, run `python tests/agents/test_sync_golden.py` on
+main *before* touching the training loop and add its lines to GOLDEN and KINDS.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ADDED_LATER = ("charts/policy_lag", "core/state_resets_nonfinite")
 non-finite state resets, added on main since): left out of the metrics digest."""
 
 KINDS = {
-    "first": None,  # not recorded
+    "first": "torch 2.13.0+cpu AVX512 avx512_bf16 avx512_vnni",  # an AMD EPYC (2026-12-04)
     "amx": "torch 2.13.0+cpu AVX512 amx_bf16 amx_tile avx512_bf16 avx512_fp16 avx512_vnni",
 }
 """The machine kinds of the recordings (`machine_kind()`), by recording name."""
