@@ -17,7 +17,8 @@ def pytest_terminal_summary(terminalreporter):
         for rep in terminalreporter.stats.get(outcome, []):
             if getattr(rep, "when", "call") != "call":
                 continue
-            lines += [f"{outcome.upper()} {text}"
+            test = rep.nodeid.rsplit("::", 1)[-1]  # a cell's runs share its outcome
+            lines += [f"{outcome.upper()} ({test}) {text}"
                       for key, text in getattr(rep, "user_properties", []) if key == "figure"]
     if lines:
         terminalreporter.write_sep("-", "figures recorded by the tests")
