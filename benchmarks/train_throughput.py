@@ -83,7 +83,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
     N, `lagN` max_policy_lag to N (otherwise --env-groups / --max-policy-lag)."""
     pipeline, *opts = spec.split(":")
     if pipeline not in ("sync", "async") or (pipeline == "sync" and opts):
-        raise SystemExit(f"bad pipeline {spec!r}; valid: sync, async[:gN][:lagN]")
+        raise ValueError(f"bad pipeline {spec!r}; valid: sync, async[:gN][:lagN]")
     out: dict[str, int] = {}
     for opt in opts:
         for prefix, key in (("lag", "max_policy_lag"), ("g", "env_groups")):
@@ -91,7 +91,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
                 out[key] = int(opt[len(prefix):])
                 break
         else:
-            raise SystemExit(f"bad pipeline option {opt!r} in {spec!r}; valid: gN, lagN")
+            raise ValueError(f"bad pipeline option {opt!r} in {spec!r}; valid: gN, lagN")
     return pipeline, out
 
 
@@ -250,6 +250,11 @@ def main() -> int:
                    help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="write the raw results here")
     args = p.parse_args()
+    for spec in args.pipelines.split(","):  # bad variants: one line, exit 2, before any run
+        try:
+            parse_variant(spec)
+        except ValueError as e:
+            p.error(str(e))
 
     import os
 
