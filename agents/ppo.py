@@ -8,19 +8,28 @@ first epoch reproduces the behaviour log-probs exactly (ratio 1).
 
 Under a policy lag (the async pipeline: the rollout was collected with parameters
 `rollout.policy_lag` updates older than the learner's), `lag_correction` makes this the
-decoupled form of PPO: the ratio is clipped around the learner's own policy at the start of
-the update (the "proximal" policy, whose log-probs and values one extra no-grad pass over the
-rollout recomputes) instead of around the old behaviour policy mu, and each sample's
+decoupled form of PPO: the ratio is clipped around a recent policy of the learner's own (the
+"proximal" policy) instead of around the old behaviour policy mu, and each sample's
 surrogate is weighted by pi_prox / mu, truncated at `lag_weight_cap`. Clipping around mu
 would restrain the step by how far the policy has already moved since collection; the
 weight corrects for whose actions these were. Advantages and the value clip use the
 proximal values. With no lag nothing changes (pi_prox = mu exactly).
+
+Where pi_prox comes from (`lag_proximal`):
+- `first-pass` (default): the first epoch visits every env exactly once, and the forward pass
+  that minibatch needs anyway gives that env's proximal log-probs and values (detached): pi_prox
+  of an env is the learner's policy when its minibatch is first visited. The env's advantages
+  are computed then (GAE runs per env, so it needs nothing from the other envs). No extra
+  compute; in the first epoch every ratio is exactly 1.
+- `extra-pass`: one no-grad pass over the whole rollout at the start of the update, so pi_prox
+  is the same policy for every env; it costs about one more forward per update.
+With one minibatch per epoch the two are the same policy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -64,6 +73,10 @@ class PPOConfig:
     """Clip of the normalised rewards."""
     normalize_advantages: bool = True
     """Normalise advantages to mean 0, std 1 per minibatch."""
+    advantage_std_floor: float = 0.0
+    """With normalize_advantages, divide by max(std, this) instead of std + 1e-8 (0: off).
+    When a task is solved, a minibatch's advantages are all near 0 and dividing by their
+    tiny std turns noise into unit-size advantages; a floor keeps them small."""
     anneal_lr: bool = False
     """Decay the learning rate linearly towards 0 over total_steps: update k of n runs at
     lr * (1 - k / n)."""
@@ -72,6 +85,13 @@ class PPOConfig:
     the update and weight by pi_prox / mu (decoupled PPO; docs/SPEC.md, section 4)."""
     lag_weight_cap: float = 1.0
     """Truncation of the weight pi_prox / mu under lag_correction (as V-trace's rho_bar)."""
+    lag_proximal: Literal["first-pass", "extra-pass"] = "first-pass"
+    """Where lag_correction's proximal policy comes from: `first-pass` keeps each env's
+    log-probs and values from its forward pass in the first epoch (no extra compute),
+    `extra-pass` recomputes them for all envs in one no-grad pass at the start of the update."""
+
+
+LAG_PROXIMAL = ("first-pass", "extra-pass")
 
 
 def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
@@ -83,8 +103,14 @@ def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
             f"num_minibatches {cfg.num_minibatches} must divide num_envs {num_envs}; "
             f"valid: {', '.join(map(str, divisors))}"
         )
+    if cfg.lag_proximal not in LAG_PROXIMAL:
+        raise ValueError(f"PPO lag_proximal {cfg.lag_proximal!r} is not one of: "
+                         f"{', '.join(LAG_PROXIMAL)}")
     if cfg.epochs < 1:
         raise ValueError(f"PPO epochs must be >= 1, got {cfg.epochs}")
+    if not cfg.advantage_std_floor >= 0:
+        raise ValueError(f"PPO advantage_std_floor must be >= 0 (0 = off), got "
+                         f"{cfg.advantage_std_floor}")
     for name in ("lr", "adam_eps", "clip", "max_grad_norm", "lag_weight_cap"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"PPO {name} must be positive, got {getattr(cfg, name)}")
@@ -148,6 +174,14 @@ class PPOTargets(NamedTuple):
     """log pi_prox(a_t) under lag_correction with a lag, else None (clip around mu)."""
     weights: torch.Tensor | None
     """min(pi_prox / mu, lag_weight_cap) under lag_correction with a lag, else None."""
+    pending: torch.Tensor | None = None
+    """[B] bool under `first-pass`: envs whose proximal quantities, advantages and returns
+    are still to be filled in by their first forward pass (the tensors above hold NaN there
+    until then); None otherwise."""
+    rewards: torch.Tensor | None = None
+    """The (normalised) rewards [T, B] GAE runs on, kept for `first-pass`."""
+    last_value: torch.Tensor | None = None
+    """The bootstrap value [B] GAE runs on, kept for `first-pass`."""
 
 
 class PPO(Learner):
@@ -177,7 +211,8 @@ class PPO(Learner):
         under a policy lag with lag_correction, the proximal log-probs, values and weights."""
         prox_logp = weight = None
         old_values = rollout.values
-        if self.cfg.lag_correction and rollout.policy_lag > 0:
+        lagged = self.cfg.lag_correction and rollout.policy_lag > 0
+        if lagged and self.cfg.lag_proximal == "extra-pass":
             logits, prox_values, _ = self.policy(rollout.obs, rollout.rewards_in,
                                                  rollout.episode_start, rollout.init_state)
             prox_logp = torch.distributions.Categorical(logits=logits).log_prob(rollout.actions)
@@ -192,21 +227,49 @@ class PPO(Learner):
             rewards = self.sync.normalize_rewards(self.reward_normalizer, rewards, rollout.dones)
         elif self.cfg.normalize_rewards:
             rewards = self.reward_normalizer(rewards, rollout.dones)
+        if lagged and self.cfg.lag_proximal == "first-pass":  # filled in by `loss`
+            nan = torch.full_like(rollout.logprobs, float("nan"))
+            pending = torch.ones(rollout.num_envs, dtype=torch.bool, device=nan.device)
+            return PPOTargets(nan.clone(), nan.clone(), nan.clone(), nan.clone(), nan.clone(),
+                              pending, rewards, last_value[0])
         advantages, returns = gae(rewards, old_values, rollout.dones, last_value[0],
                                   self.cfg.gamma, self.cfg.gae_lambda)
         return PPOTargets(advantages, returns, old_values, prox_logp, weight)
+
+    @torch.no_grad()
+    def _first_visit(self, rollout: Rollout, idx: torch.Tensor, targets: PPOTargets,
+                     logp: torch.Tensor, values: torch.Tensor) -> None:
+        """`first-pass`: envs `idx` are seen for the first time in this update; their forward
+        pass (log-probs `logp`, values `values`, [T, len(idx)]) is the proximal policy's. Fill
+        in their proximal log-probs, values, weights, advantages and returns."""
+        pending = targets.pending[idx]
+        if not bool(pending.any()):
+            return
+        if not bool(pending.all()):  # the first epoch partitions the envs
+            raise RuntimeError("a minibatch mixes envs seen before with envs not yet seen")
+        targets.prox_logprobs[:, idx] = logp
+        targets.old_values[:, idx] = values
+        targets.weights[:, idx] = (logp - rollout.logprobs[:, idx]).exp().clamp(
+            max=self.cfg.lag_weight_cap)
+        adv, ret = gae(targets.rewards[:, idx], values, rollout.dones[:, idx],
+                       targets.last_value[idx], self.cfg.gamma, self.cfg.gae_lambda)
+        targets.advantages[:, idx] = adv
+        targets.returns[:, idx] = ret
+        targets.pending[idx] = False
 
     def loss(self, rollout: Rollout, idx: torch.Tensor,
              targets: PPOTargets) -> tuple[torch.Tensor, dict[str, float]]:
         """Replay envs `idx` from their stored initial state: clipped surrogate + clipped value
         loss - entropy bonus."""
-        cfg, advantages, returns = self.cfg, targets.advantages, targets.returns
+        cfg = self.cfg
         logits, values, _ = self.policy(
             rollout.obs[:, idx], rollout.rewards_in[:, idx], rollout.episode_start[:, idx],
             index_state(rollout.init_state, idx),
         )
         dist = torch.distributions.Categorical(logits=logits)
         logp = dist.log_prob(rollout.actions[:, idx])
+        if targets.pending is not None:
+            self._first_visit(rollout, idx, targets, logp.detach(), values.detach())
         behaviour_logratio = logp - rollout.logprobs[:, idx]  # log pi / mu
         if targets.prox_logprobs is None:
             logratio = behaviour_logratio
@@ -215,17 +278,21 @@ class PPO(Learner):
         ratio = logratio.exp()
         if self.minibatch_index == 0:
             self.first_minibatch_ratio = ratio.detach()
-        adv = advantages[:, idx]
-        if cfg.normalize_advantages and self.sync is not None:
-            mean, std = self.sync.mean_std(adv)  # over the whole distributed minibatch
-            adv = (adv - mean) / (std + 1e-8)
-        elif cfg.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        adv = targets.advantages[:, idx]
+        if cfg.normalize_advantages:
+            if self.sync is not None:
+                mean, std = self.sync.mean_std(adv)  # over the whole distributed minibatch
+            else:
+                mean, std = adv.mean(), adv.std()
+            if cfg.advantage_std_floor > 0:
+                adv = (adv - mean) / std.clamp_min(cfg.advantage_std_floor)
+            else:
+                adv = (adv - mean) / (std + 1e-8)
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
         if targets.weights is not None:
             pg = targets.weights[:, idx] * pg
         pg_loss = pg.mean()
-        ret, old_v = returns[:, idx], targets.old_values[:, idx]
+        ret, old_v = targets.returns[:, idx], targets.old_values[:, idx]
         v_err = (values - ret) ** 2
         if cfg.clip_value:
             v_clipped = old_v + (values - old_v).clamp(-cfg.clip, cfg.clip)

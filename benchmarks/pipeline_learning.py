@@ -41,6 +41,7 @@ def one_run(spec: dict) -> dict:
         kw = {"max_policy_lag": spec["max_policy_lag"]} if spec["pipeline"] == "async" else {}
         if spec["algo"] == "ppo":
             kw["ppo.lag_correction"] = spec["lag_correction"]
+            kw["ppo.lag_proximal"] = spec.get("lag_proximal", "extra-pass")
         cfg = TrainConfig.from_preset(
             "memory-tiny", games=["cue-recall"], total_steps=spec["steps"], seed=spec["seed"],
             algo=spec["algo"], pipeline=spec["pipeline"], device="cpu",
@@ -68,11 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-policy-lag", type=int, default=1)
     p.add_argument("--no-lag-correction", action="store_true",
                    help="PPO clips around the behaviour policy mu even under a lag")
+    p.add_argument("--lag-proximal", default="first-pass", choices=["first-pass", "extra-pass"],
+                   help="where PPO's lag correction takes its proximal policy from")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     specs = [{"core": a.core, "algo": a.algo, "steps": a.steps, "seed": s, "pipeline": pl,
-              "max_policy_lag": a.max_policy_lag, "lag_correction": not a.no_lag_correction}
+              "max_policy_lag": a.max_policy_lag, "lag_correction": not a.no_lag_correction,
+              "lag_proximal": a.lag_proximal}
              for pl in a.pipelines for s in a.seeds]
     rows = []
     ctx = mp.get_context("spawn")
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 with a.out.open("a") as f:
                     f.write(json.dumps(row) + "\n")
     print(f"\n{a.core} {a.algo} cue-recall, {a.steps} steps, max_policy_lag {a.max_policy_lag}"
-          f", lag_correction {not a.no_lag_correction}")
+          f", lag_correction {not a.no_lag_correction} ({a.lag_proximal})")
     for pl in a.pipelines:
         mine = sorted((r for r in rows if r["pipeline"] == pl), key=lambda r: r["seed"])
         scores = " ".join(f"s{r['seed']}={r['score']:.3f}" for r in mine)

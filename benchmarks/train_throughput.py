@@ -11,7 +11,8 @@ One table row per (pipeline, algo, core, env count); each cell is a real
 The time between consecutive `on_update` callbacks is one update's wall time (env construction
 and start-up excluded; the first `--warmup` updates of every run dropped). Cells are
 interleaved over `--rounds` so that a noisy, shared machine slows all alike. `--pipelines`
-takes async variants too (`async:g1` one env group, `async:lag0` lag bound 0, combinable);
+takes async variants too (`async:g1` one env group, `async:lag0` lag bound 0, `async:xp` PPO's
+lag correction with its extra proximal pass instead of the first-pass default; combinable);
 each gets its own row against sync (the env-only limit is of the default grouping). Per (algo, core,
 env count) the same run also measures the two limits of the loop:
 
@@ -78,20 +79,24 @@ class EnvTimer:
         return env
 
 
-def parse_variant(spec: str) -> tuple[str, dict[str, int]]:
-    """"sync" | "async" | "async:g1:lag0" ... -> (pipeline, overrides): `gN` sets env_groups to
-    N, `lagN` max_policy_lag to N (otherwise --env-groups / --max-policy-lag)."""
+def parse_variant(spec: str) -> tuple[str, dict[str, int | str]]:
+    """"sync" | "async" | "async:g1:lag0:xp" ... -> (pipeline, overrides): `gN` sets env_groups
+    to N, `lagN` max_policy_lag to N (otherwise --env-groups / --max-policy-lag), `xp` PPO's
+    lag_proximal to extra-pass."""
     pipeline, *opts = spec.split(":")
     if pipeline not in ("sync", "async") or (pipeline == "sync" and opts):
-        raise ValueError(f"bad pipeline {spec!r}; valid: sync, async[:gN][:lagN]")
-    out: dict[str, int] = {}
+        raise ValueError(f"bad pipeline {spec!r}; valid: sync, async[:gN][:lagN][:xp]")
+    out: dict[str, int | str] = {}
     for opt in opts:
+        if opt == "xp":
+            out["lag_proximal"] = "extra-pass"
+            continue
         for prefix, key in (("lag", "max_policy_lag"), ("g", "env_groups")):
             if opt.startswith(prefix) and opt[len(prefix):].isdigit():
                 out[key] = int(opt[len(prefix):])
                 break
         else:
-            raise ValueError(f"bad pipeline option {opt!r} in {spec!r}; valid: gN, lagN")
+            raise ValueError(f"bad pipeline option {opt!r} in {spec!r}; valid: gN, lagN, xp")
     return pipeline, out
 
 
@@ -110,6 +115,7 @@ def make_cfg(args, variant: str, algo: str, core: str, num_envs: int, run_dir: s
                       procgen_threads=args.procgen_threads,
                       max_policy_lag=over.get("max_policy_lag", args.max_policy_lag))
     cfg.ppo.num_minibatches = args.num_minibatches
+    cfg.ppo.lag_proximal = str(over.get("lag_proximal", cfg.ppo.lag_proximal))
     cfg.vtrace.batch_size = math.gcd(cfg.vtrace.batch_size, num_envs)
     return cfg.resolved()
 
@@ -228,8 +234,9 @@ def main() -> int:
     p.add_argument("--games", default="bigfish,fruitbot,maze,leaper,plunder,starpilot",
                    help="ProcGen games (default: paper6)")
     p.add_argument("--pipelines", default="sync,async",
-                   help="comma list of sync | async[:gN][:lagN] (async with N env groups / lag "
-                        "bound N; each async variant is compared with sync)")
+                   help="comma list of sync | async[:gN][:lagN][:xp] (async with N env groups / "
+                        "lag bound N / PPO's extra proximal pass; each async variant is compared "
+                        "with sync)")
     p.add_argument("--algos", default="ppo,vtrace")
     p.add_argument("--cores", default="ff,srwm")
     p.add_argument("--num-envs", default="12,48", help="comma list of env counts")

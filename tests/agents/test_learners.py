@@ -39,25 +39,33 @@ def test_ppo_first_minibatch_ratio_is_one(make_tiny_policy, fake_env, core, stat
     assert any(k.startswith("core/") for k in metrics)
 
 
-@pytest.mark.parametrize("core", ["lstm", "srwm"])
-def test_ppo_lag_correction_clips_around_the_learners_policy(make_tiny_policy, fake_env, core):
-    """A rollout collected by older parameters (policy_lag 1, as the async pipeline hands it
-    over): with lag_correction the first minibatch's ratio is 1 again (clipped around the
-    learner's policy at the start of the update, recomputed from the stored initial state),
-    pi/mu is not, and the weights are min(pi_prox / mu, cap). Without a lag, or with the
-    correction off, the ratio is pi/mu as before."""
-    torch.manual_seed(0)
-    policy = make_tiny_policy(core)
+def _lagged_rollout(policy, fake_env, cfg):
+    """A learner on `policy` that has made one update, and a rollout of 4 envs x 6 steps
+    collected with the parameters from before that update (policy_lag 1, as the async
+    pipeline hands it over)."""
     stale = copy.deepcopy(policy)
     collector = RolloutCollector(fake_env(4), stale, 6, "never")
-    cfg = PPOConfig(num_minibatches=2, epochs=1, lr=5e-2)
     learner = make_learner("ppo", policy, num_envs=4, unroll=6, total_steps=10_000,
                            device="cpu", ppo_cfg=cfg, vtrace_cfg=VTraceConfig())
     learner.update(collector.collect())  # the learner moves away from `stale`
     ro = collector.collect()
     ro.policy_lag = 1
+    return learner, ro
+
+
+@pytest.mark.parametrize("core", ["lstm", "srwm"])
+def test_ppo_lag_correction_clips_around_the_learners_policy(make_tiny_policy, fake_env, core):
+    """`extra-pass`: with lag_correction the first minibatch's ratio is 1 again (clipped around
+    the learner's policy at the start of the update, recomputed from the stored initial
+    state), pi/mu is not, and the weights are min(pi_prox / mu, cap). Without a lag, or with
+    the correction off, the ratio is pi/mu as before."""
+    torch.manual_seed(0)
+    cfg = PPOConfig(num_minibatches=2, epochs=1, lr=5e-2, lag_proximal="extra-pass")
+    learner, ro = _lagged_rollout(make_tiny_policy(core), fake_env, cfg)
+    policy = learner.policy
     targets = learner.targets(ro)
     assert targets.prox_logprobs is not None and targets.weights is not None
+    assert targets.pending is None
     assert float((targets.prox_logprobs - ro.logprobs).abs().max()) > 1e-3
     expected = (targets.prox_logprobs - ro.logprobs).exp().clamp(max=cfg.lag_weight_cap)
     torch.testing.assert_close(targets.weights, expected)
@@ -69,17 +77,89 @@ def test_ppo_lag_correction_clips_around_the_learners_policy(make_tiny_policy, f
     assert "losses/lag_weight" in metrics
 
     for lag, correction in ((0, True), (1, False)):
-        learner = make_learner("ppo", copy.deepcopy(policy), num_envs=4, unroll=6,
-                               total_steps=10_000, device="cpu",
-                               ppo_cfg=dataclasses.replace(cfg, lag_correction=correction),
-                               vtrace_cfg=VTraceConfig())
-        ro.policy_lag = lag
-        targets = learner.targets(ro)
-        assert targets.prox_logprobs is None and targets.weights is None
-        assert targets.old_values is ro.values
-        metrics = learner.update(ro)
-        assert float((learner.first_minibatch_ratio - 1).abs().max()) > 1e-4
-        assert "losses/lag_weight" not in metrics
+        for proximal in ("extra-pass", "first-pass"):
+            learner = make_learner(
+                "ppo", copy.deepcopy(policy), num_envs=4, unroll=6, total_steps=10_000,
+                device="cpu", vtrace_cfg=VTraceConfig(), ppo_cfg=dataclasses.replace(
+                    cfg, lag_correction=correction, lag_proximal=proximal))
+            ro.policy_lag = lag
+            targets = learner.targets(ro)
+            assert targets.prox_logprobs is None and targets.weights is None
+            assert targets.pending is None
+            assert targets.old_values is ro.values
+            metrics = learner.update(ro)
+            assert float((learner.first_minibatch_ratio - 1).abs().max()) > 1e-4
+            assert "losses/lag_weight" not in metrics
+
+
+@pytest.mark.parametrize("core", ["lstm", "srwm"])
+def test_ppo_first_pass_proximal_is_the_policy_at_first_visit(make_tiny_policy, fake_env, core):
+    """`first-pass` (the default): each env's proximal log-probs, values, weights, advantages
+    and returns are those of the parameters its minibatch met in the first epoch (before
+    that minibatch's own step): recomputed here from a snapshot of those parameters, they
+    agree. Every env is filled exactly once, and every first-epoch ratio is 1."""
+    from agents.returns import gae
+
+    torch.manual_seed(0)
+    cfg = PPOConfig(num_minibatches=2, epochs=2, lr=5e-2)
+    assert cfg.lag_proximal == "first-pass"
+    learner, ro = _lagged_rollout(make_tiny_policy(core), fake_env, cfg)
+    seen: list[tuple] = []
+    loss = learner.loss
+
+    def recording_loss(rollout, idx, targets):
+        snapshot = copy.deepcopy(learner.policy) if len(seen) < 2 else None
+        out = loss(rollout, idx, targets)
+        seen.append((idx.clone(), snapshot, targets,
+                     out[1]["losses/approx_kl"], out[1]["losses/clipfrac"]))
+        return out
+
+    learner.loss = recording_loss
+    metrics = learner.update(ro)
+    assert "losses/lag_weight" in metrics and abs(metrics["losses/importance_ratio"] - 1) > 1e-4
+    targets = seen[0][2]
+    assert not bool(targets.pending.any())
+    for t in (targets.prox_logprobs, targets.old_values, targets.weights, targets.advantages,
+              targets.returns):
+        assert bool(torch.isfinite(t).all())
+    assert sorted(torch.cat([s[0] for s in seen[:2]]).tolist()) == [0, 1, 2, 3]
+    for idx, snapshot, _, approx_kl, clipfrac in seen[:2]:
+        assert approx_kl == pytest.approx(0.0, abs=1e-7) and clipfrac == 0.0  # ratio 1
+        with torch.no_grad():
+            logits, values, _ = snapshot(ro.obs[:, idx], ro.rewards_in[:, idx],
+                                         ro.episode_start[:, idx],
+                                         tuple(s[idx] for s in ro.init_state))
+        logp = torch.distributions.Categorical(logits=logits).log_prob(ro.actions[:, idx])
+        torch.testing.assert_close(targets.prox_logprobs[:, idx], logp, rtol=0, atol=1e-5)
+        torch.testing.assert_close(targets.old_values[:, idx], values, rtol=0, atol=1e-5)
+        torch.testing.assert_close(targets.weights[:, idx],
+                                   (logp - ro.logprobs[:, idx]).exp().clamp(max=1.0))
+        adv, ret = gae(targets.rewards[:, idx], values, ro.dones[:, idx],
+                       targets.last_value[idx], cfg.gamma, cfg.gae_lambda)
+        torch.testing.assert_close(targets.advantages[:, idx], adv, rtol=0, atol=1e-5)
+        torch.testing.assert_close(targets.returns[:, idx], ret, rtol=0, atol=1e-5)
+    # the second epoch's ratios are clipped around those proximal log-probs: not all 1
+    assert any(s[3] > 1e-7 for s in seen[2:])
+
+
+@pytest.mark.parametrize("core", ["lstm", "srwm"])
+def test_ppo_first_pass_equals_extra_pass_with_one_minibatch(make_tiny_policy, fake_env, core):
+    """With one minibatch per epoch the first visit of every env is at the parameters of the
+    start of the update, so the two ways of getting pi_prox give the same update."""
+    torch.manual_seed(0)
+    cfg = PPOConfig(num_minibatches=1, epochs=3, lr=5e-2)
+    learner, ro = _lagged_rollout(make_tiny_policy(core), fake_env, cfg)
+    results = []
+    for proximal in ("first-pass", "extra-pass"):
+        other = copy.deepcopy(learner)
+        other.cfg = dataclasses.replace(cfg, lag_proximal=proximal)
+        metrics = other.update(ro)
+        results.append((metrics, other.policy.state_dict()))
+    (m_first, p_first), (m_extra, p_extra) = results
+    for name in p_first:
+        torch.testing.assert_close(p_first[name], p_extra[name], rtol=1e-4, atol=1e-6)
+    for key in ("losses/lag_weight", "losses/explained_variance", "losses/policy"):
+        assert m_first[key] == pytest.approx(m_extra[key], rel=1e-3, abs=1e-6), key
 
 
 def test_ppo_lag_correction_on_its_own_rollout_changes_nothing(make_tiny_policy, fake_env):
@@ -88,7 +168,8 @@ def test_ppo_lag_correction_on_its_own_rollout_changes_nothing(make_tiny_policy,
     there is nothing to correct."""
     policy = make_tiny_policy("srwm")
     learner = make_learner("ppo", policy, num_envs=4, unroll=6, total_steps=10_000,
-                           device="cpu", ppo_cfg=PPOConfig(num_minibatches=2),
+                           device="cpu",
+                           ppo_cfg=PPOConfig(num_minibatches=2, lag_proximal="extra-pass"),
                            vtrace_cfg=VTraceConfig())
     collector = RolloutCollector(fake_env(4), policy, 6, "never")
     collector.collect()
@@ -181,6 +262,12 @@ def test_bad_settings_give_one_clear_line(make_tiny_policy):
     with pytest.raises(ValueError, match="PPO lag_weight_cap must be positive, got 0.0"):
         make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      ppo_cfg=PPOConfig(lag_weight_cap=0.0))
+    with pytest.raises(ValueError, match="PPO advantage_std_floor must be >= 0"):
+        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     ppo_cfg=PPOConfig(advantage_std_floor=-0.1))
+    with pytest.raises(ValueError, match="PPO lag_proximal 'both' is not one of: first-pass"):
+        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     ppo_cfg=PPOConfig(lag_proximal="both"))
     with pytest.raises(ValueError, match="unknown algo 'a2c'; valid: ppo, vtrace"):
         make_learner("a2c", policy, num_envs=8, unroll=4, total_steps=100, device="cpu")
     # fewer envs than the batch: the whole rollout is one batch
@@ -287,3 +374,30 @@ def test_lr_schedule_and_update_count_are_one_rule(make_tiny_policy, fake_env, a
     if algo == "vtrace":  # the step inside the last update ran at lr / 6
         assert learner.scheduler.get_last_lr()[0] == pytest.approx(0.0)
     assert min(lrs) > 0
+
+
+@pytest.mark.parametrize("scale", [1e-4, 10.0])
+def test_ppo_advantage_std_floor(make_tiny_policy, fake_env, scale):
+    """With a floor, advantages whose std is below it are divided by the floor instead of
+    their std (the policy gradient shrinks by std / floor); above it nothing changes."""
+    policy = make_tiny_policy("lstm")
+    collector = RolloutCollector(fake_env(4), policy, 6, "never")
+    ro = collector.collect()
+    grads = {}
+    for floor in (0.0, 0.5):
+        cfg = PPOConfig(num_minibatches=1, value_coef=0.0, entropy_coef=0.0,
+                        advantage_std_floor=floor)
+        learner = make_learner("ppo", copy.deepcopy(policy), num_envs=4, unroll=6,
+                               total_steps=10_000, device="cpu", ppo_cfg=cfg,
+                               vtrace_cfg=VTraceConfig())
+        targets = learner.targets(ro)
+        torch.manual_seed(1)
+        adv = scale * torch.randn_like(targets.advantages)
+        targets = targets._replace(advantages=adv)
+        loss, _ = learner.loss(ro, torch.arange(4), targets)
+        loss.backward()
+        grads[floor] = learner.policy.heads.policy.weight.grad.clone()
+    std = float(adv.std())
+    factor = (std + 1e-8) / 0.5 if std < 0.5 else 1.0
+    torch.testing.assert_close(grads[0.5], grads[0.0] * factor, rtol=1e-4, atol=1e-9)
+    assert (factor < 1e-3) == (scale < 1)
