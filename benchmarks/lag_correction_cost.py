@@ -1,9 +1,10 @@
 """Cost of PPO's lag correction (decoupled PPO under a policy lag), side by side in one process.
 
 Each round collects one segment, then runs `PPO.update` on it twice from the same learner
-state (parameters, optimizer, reward normaliser restored in between): once as a segment with
-`policy_lag` 0 (plain PPO) and once with `policy_lag` 1 (`lag_correction`: one extra no-grad
-pass over the segment for the proximal log-probs and values), in alternating order. The
+state (parameters, optimizer, reward normaliser restored in between): as a segment with
+`policy_lag` 0 (plain PPO) and as one with `policy_lag` 1 (`lag_correction`), the latter with
+the proximal policy from `--lag-proximal` (`extra-pass`: one more no-grad pass over the
+segment; `first-pass`: the first epoch's own forward passes), in alternating order. The
 ratio is paired per round.
 
     .venv/bin/python benchmarks/lag_correction_cost.py [--model tiny|default] [--rounds 10]
@@ -30,12 +31,15 @@ def main() -> None:
     ap.add_argument("--model", choices=["tiny", "default"], default="tiny")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lag-proximal", choices=["first-pass", "extra-pass"],
+                    default="extra-pass")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from benchmarks.cue_learner import build
 
     cfg, env, policy, learner, collector = build(args.model)
+    learner.cfg.lag_proximal = args.lag_proximal
 
     times: dict[int, list[float]] = {0: [], 1: []}
     for k in range(args.rounds):
@@ -55,10 +59,11 @@ def main() -> None:
     ratios = sorted(c / p for c, p in zip(times[1], times[0], strict=True))
     q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
     params = sum(p.numel() for p in policy.parameters())
-    print("| model | params | envs x unroll | PPO epochs | update lag 1 / lag 0 ms (median) | "
-          "lag 1 / lag 0, paired (median [IQR]) |")
-    print("|---|---|---|---|---|---|")
+    print("| model | params | envs x unroll | PPO epochs | proximal | update lag 1 / lag 0 ms "
+          "(median) | lag 1 / lag 0, paired (median [IQR]) |")
+    print("|---|---|---|---|---|---|---|")
     print(f"| {args.model} | {params:,} | {cfg.num_envs} x {cfg.unroll} | {cfg.ppo.epochs} | "
+          f"{args.lag_proximal} | "
           f"{1e3 * med(times[1]):.1f} / {1e3 * med(times[0]):.1f} | "
           f"{med(ratios):.3f} [{q1:.3f}, {q3:.3f}] |")
 
