@@ -279,11 +279,11 @@ class PPO(Learner):
         if self.minibatch_index == 0:
             self.first_minibatch_ratio = ratio.detach()
         adv = targets.advantages[:, idx]
+        if cfg.normalize_advantages and self.sync is not None:
+            mean, std = self.sync.mean_std(adv)  # over the whole distributed minibatch
+        else:
+            mean, std = adv.mean(), adv.std()
         if cfg.normalize_advantages:
-            if self.sync is not None:
-                mean, std = self.sync.mean_std(adv)  # over the whole distributed minibatch
-            else:
-                mean, std = adv.mean(), adv.std()
             if cfg.advantage_std_floor > 0:
                 adv = (adv - mean) / std.clamp_min(cfg.advantage_std_floor)
             else:
@@ -308,6 +308,8 @@ class PPO(Learner):
                 "losses/approx_kl": ((ratio - 1) - logratio).mean().item(),
                 "losses/clipfrac": ((ratio - 1).abs() > cfg.clip).float().mean().item(),
                 "losses/importance_ratio": behaviour_logratio.exp().mean().item(),
+                # before normalisation: how far advantage_std_floor is from biting
+                "losses/advantage_std": std.item(),
             }
             if targets.weights is not None:
                 stats["losses/lag_weight"] = targets.weights[:, idx].mean().item()

@@ -394,9 +394,11 @@ def test_ppo_advantage_std_floor(make_tiny_policy, fake_env, scale):
         torch.manual_seed(1)
         adv = scale * torch.randn_like(targets.advantages)
         targets = targets._replace(advantages=adv)
-        loss, _ = learner.loss(ro, torch.arange(4), targets)
+        loss, stats = learner.loss(ro, torch.arange(4), targets)
         loss.backward()
         grads[floor] = learner.policy.heads.policy.weight.grad.clone()
+        # the logged std is the advantages' own, before any normalisation or floor
+        assert stats["losses/advantage_std"] == pytest.approx(float(adv.std()), rel=1e-6)
     std = float(adv.std())
     factor = (std + 1e-8) / 0.5 if std < 0.5 else 1.0
     torch.testing.assert_close(grads[0.5], grads[0.0] * factor, rtol=1e-4, atol=1e-9)

@@ -31,9 +31,10 @@ from agents import checkpoint as ckpt
 from agents.trainer import train
 from tests.agents.test_trainer import make_vec_env, tiny_cfg
 
-ADDED_LATER = ("charts/policy_lag", "core/state_resets_nonfinite")
+ADDED_LATER = ("charts/policy_lag", "core/state_resets_nonfinite", "losses/advantage_std")
 """Metrics that did not exist at the recording (the pipeline's lag; issue 14's count of
-non-finite state resets, added on main since): left out of the metrics digest."""
+non-finite state resets; PPO's advantage std before normalisation, 2026-12-05, added on main
+since): left out of the metrics digest."""
 
 KINDS = {
     "first": "torch 2.13.0+cpu AVX512 avx512_bf16 avx512_vnni",  # an AMD EPYC (2026-12-04)
@@ -70,6 +71,10 @@ RECORDED_DECAY = 0.99
 became 0.9): the test pins the settings it was recorded with, so that a change of defaults
 does not pass for a change of the training loop."""
 
+RECORDED_ADVANTAGE_STD_FLOOR = 0.0
+"""PPO's advantage_std_floor of the recordings (off; the option did not exist then), pinned
+for the same reason."""
+
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
              "amx_bf16")
 """CPU flags that change which kernels torch runs on a CPU."""
@@ -94,6 +99,7 @@ def _digest(tmp_path, algo: str, core: str, **kw) -> tuple[str, str]:
     cfg = tiny_cfg(tmp_path / f"{algo}_{core}", algo, core, seed=3, total_steps=192,
                    state_lifetime=2.0, **kw)
     cfg.model.srwm_state_decay = RECORDED_DECAY
+    cfg.ppo.advantage_std_floor = RECORDED_ADVANTAGE_STD_FLOOR
     try:
         train(cfg, env=make_vec_env(seed=5), progress=False,
               on_update=lambda s, m: seen.append(
