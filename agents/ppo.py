@@ -76,7 +76,9 @@ class PPOConfig:
     advantage_std_floor: float = 0.0
     """With normalize_advantages, divide by max(std, this) instead of std + 1e-8 (0: off).
     When a task is solved, a minibatch's advantages are all near 0 and dividing by their
-    tiny std turns noise into unit-size advantages; a floor keeps them small."""
+    tiny std turns noise into unit-size advantages; a floor keeps them small. Measured
+    (benchmarks/RESULTS.md, SRWM rounds 4-5): 0.1 kept a solved cue-recall from collapsing but
+    slowed the harder one, whose early advantages are small too; hence off by default."""
     anneal_lr: bool = False
     """Decay the learning rate linearly towards 0 over total_steps: update k of n runs at
     lr * (1 - k / n)."""
