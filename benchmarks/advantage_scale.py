@@ -65,7 +65,7 @@ def main() -> int:
                               device="cpu", run_dir=f"{tmp}/{game}", model=model)
             t0 = time.time()
 
-            def log(step: int, m: dict, game: str = game) -> None:
+            def log(step: int, m: dict, game: str = game, t0: float = t0) -> None:
                 row = {"game": game, "core": a.core, "seed": a.seed, "step": step,
                        "advantage_std": m.get("losses/advantage_std"),
                        "explained_variance": m.get("losses/explained_variance"),
