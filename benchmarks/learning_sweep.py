@@ -80,25 +80,31 @@ def package_run(spec: dict):
     return setup
 
 
-def run_one(spec: dict) -> dict:
-    import torch
-
-    torch.set_num_threads(1)
+def make_setup(spec: dict):
+    """The learning harness's Setup for one expanded run (package defaults or explicit)."""
     from agents.ppo import PPOConfig
     from agents.vtrace import VTraceConfig
     from tests.agents import learning_harness as lh
 
     if spec.get("package"):
-        setup = package_run(spec)
-    else:
-        setup = lh.Setup(
-            task=spec["task"], task_kwargs=dict(spec.get("task_kwargs", {})), core=spec["core"],
-            algo=spec["algo"], steps=int(spec["steps"]), seed=int(spec["seed"]),
-            num_envs=int(spec.get("num_envs", 16)), unroll=int(spec.get("unroll", 12)),
-            state_reset=spec.get("state_reset", "never"),
-            state_lifetime=float(spec.get("state_lifetime", 0.0)),
-            model=dict(spec.get("model", {})),
-            ppo=PPOConfig(**spec.get("ppo", {})), vtrace=VTraceConfig(**spec.get("vtrace", {})))
+        return package_run(spec)
+    return lh.Setup(
+        task=spec["task"], task_kwargs=dict(spec.get("task_kwargs", {})), core=spec["core"],
+        algo=spec["algo"], steps=int(spec["steps"]), seed=int(spec["seed"]),
+        num_envs=int(spec.get("num_envs", 16)), unroll=int(spec.get("unroll", 12)),
+        state_reset=spec.get("state_reset", "never"),
+        state_lifetime=float(spec.get("state_lifetime", 0.0)),
+        model=dict(spec.get("model", {})),
+        ppo=PPOConfig(**spec.get("ppo", {})), vtrace=VTraceConfig(**spec.get("vtrace", {})))
+
+
+def run_one(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from tests.agents import learning_harness as lh
+
+    setup = make_setup(spec)
     curve: list[tuple[int, float]] = []
     diag: list[dict] = []
     last: dict = {}
