@@ -111,7 +111,8 @@ def run_one(spec: dict) -> dict:
 
     def on_eval(step: int, result) -> None:
         curve.append((step, round(result.score, 4)))
-        diag.append({"step": step, **{k: round(v, 4) for k, v in result.train_metrics.items()}})
+        diag.append({"step": step, **{k: round(v, 4) for k, v in result.train_metrics.items()},
+                     **({"answers": result.answers} if result.answers is not None else {})})
         last["result"] = result
 
     t0 = time.time()

@@ -87,6 +87,10 @@ class EvalResult:
     episodes: int
     train_metrics: dict[str, float] = field(default_factory=dict)
     """The learner's metrics of the last update before this evaluation (when training)."""
+    answers: list[list[int]] | None = None
+    """cue-recall only: answers[c][a] = how many of the scored episodes with cue c were
+    answered a (a K x K count; the diagonal is the successes). It tells which cues an agent
+    that is part way (e.g. 0.75 on 4 cues) has not learned, or which two it confuses."""
 
 
 @torch.no_grad()
@@ -100,12 +104,18 @@ def evaluate(policy: torch.nn.Module, setup: Setup, *, seed: int = EVAL_SEED,
     env = make_env(setup.task, EVAL_ENVS, seed=seed, **setup.task_kwargs)
     collector = RolloutCollector(env, policy, 1, setup.state_reset, greedy=greedy)
     returns: list[list[float]] = [[] for _ in range(EVAL_ENVS)]
+    cues = getattr(env, "num_cues", 0) if setup.task == "cue-recall" else 0
+    answers = np.zeros((cues, cues), np.int64)
     while min(len(r) for r in returns) < episodes_per_env:
+        cue = env.cue.copy() if cues else None  # the cue of each env's running episode
         rollout = collector.collect()
         done = rollout.dones[0].tolist()
+        action = rollout.actions[0].tolist()
         # episodes are reported in env order within a step; match them to their env
         finished = [b for b in range(EVAL_ENVS) if done[b]]
         for b, ep in zip(finished, rollout.episodes, strict=True):
+            if cues and len(returns[b]) < episodes_per_env:
+                answers[cue[b], action[b]] += 1
             returns[b].append(float(ep["r"]))
     env.close()
     per_env = np.array([r[:episodes_per_env] for r in returns])  # [envs, episodes]
@@ -115,7 +125,7 @@ def evaluate(policy: torch.nn.Module, setup: Setup, *, seed: int = EVAL_SEED,
     else:
         score = float(per_env.mean())
     return EvalResult(score=score, mean_return=float(per_env.mean()), by_index=by_index,
-                      episodes=int(per_env.size))
+                      episodes=int(per_env.size), answers=answers.tolist() if cues else None)
 
 
 def train_run(setup: Setup, *, eval_every: int = 0,

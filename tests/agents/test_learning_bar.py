@@ -36,3 +36,26 @@ def test_two_of_the_first_three_seeds(monkeypatch, scores, ran, ok):
         with pytest.raises(AssertionError, match="of the first 3"):
             tl.learns(None, "cue-recall", {}, "lstm", "ppo", 1, 0.9)
     assert seen == ran
+
+
+def test_cue_recall_evaluation_counts_each_scored_episode_by_cue_and_answer():
+    """A policy that always answers 2 on 4 cues: every scored episode lands in column 2, the
+    diagonal holds the successes, and they give the score."""
+    import torch
+
+    from policies import build_actor_critic
+
+    setup = lh.package_setup("cue-recall", "lstm", "ppo", 1, 0, {"num_cues": 4, "delay": 1})
+    policy = build_actor_critic(setup.model_config(), 4)
+    with torch.no_grad():
+        policy.heads.policy.weight.zero_()
+        policy.heads.policy.bias.copy_(torch.tensor([0.0, 0.0, 10.0, 0.0]))
+    result = lh.evaluate(policy, setup)
+    answers = result.answers
+    assert len(answers) == 4 and all(len(row) == 4 for row in answers)
+    assert sum(map(sum, answers)) == result.episodes == lh.EVAL_ENVS * 4
+    assert all(row[a] == 0 for row in answers for a in (0, 1, 3))
+    assert all(row[2] > 0 for row in answers)  # 256 episodes: every cue came up
+    assert result.score == answers[2][2] / result.episodes
+    bandit = lh.package_setup("switching-bandit", "lstm", "ppo", 1, 0, {})
+    assert lh.evaluate(build_actor_critic(bandit.model_config(), 2), bandit).answers is None
