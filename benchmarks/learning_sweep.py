@@ -17,7 +17,9 @@ Every run trains one tiny agent on one process with 1 torch thread
 steps and at the end. Its line holds the curve of
 scores, steps_to_success (first evaluation at or above the task's bar, SUCCESS in the
 harness), the final score, min_after_success (the lowest score after the first success: a
-collapse shows here) and the seconds it took. Lines already in --out (same name and seed) are
+collapse shows here), "diag" (per evaluation: the learner's entropy and core metrics and, on
+cue-recall, "answers", the K x K count of scored episodes by cue and answer) and the seconds
+it took. Lines already in --out (same name and seed) are
 skipped, so an interrupted sweep resumes.
 """
 
