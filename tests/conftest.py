@@ -24,3 +24,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "figures recorded by the tests")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def pytest_collection_modifyitems(items):
+    """Learning tests first (a stable sort: each keeps its place among its kind). They are the
+    suite's longest tests (minutes each, the rest mostly seconds); xdist hands out tests in
+    collection order, so started first they run while the short tests fill the other worker,
+    instead of one of them starting near the end while the other worker sits idle."""
+    items.sort(key=lambda item: item.get_closest_marker("learning") is None)
