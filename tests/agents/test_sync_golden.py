@@ -18,7 +18,9 @@ written down then; it was on 2026-12-04, when an AMD EPYC CI machine reproduced 
 that CI ran on later; the sync loop did not change between the two (same code, other
 kernels). "avx2": on main at 32ba791, on an AMD EPYC with AVX2 only (2026-12-06): there
 three of the four cases gave exactly the "first" digests (so the loop is unchanged) and only
-ppo/lstm differed (the LSTM's kernels sum in another order there). To record a new machine
+ppo/lstm differed (the LSTM's kernels sum in another order there). "avx512": on main at
+3223878, on a Xeon with AVX-512 BF16 and FP16 but no AMX (2026-12-06): all four cases gave
+exactly the "amx" digests. To record a new machine
 kind, run `python -m tests.agents.test_sync_golden` on main *before* touching the training
 loop and add its lines to GOLDEN and KINDS.
 """
@@ -43,6 +45,7 @@ KINDS = {
     "first": "torch 2.13.0+cpu AVX512 avx512_bf16 avx512_vnni",  # an AMD EPYC (2026-12-04)
     "amx": "torch 2.13.0+cpu AVX512 amx_bf16 amx_tile avx512_bf16 avx512_fp16 avx512_vnni",
     "avx2": "torch 2.13.0+cpu AVX2",  # an AMD EPYC without AVX-512 (2026-12-06)
+    "avx512": "torch 2.13.0+cpu AVX512 avx512_bf16 avx512_fp16 avx512_vnni",  # a Xeon, no AMX
 }
 """The machine kinds of the recordings (`machine_kind()`), by recording name."""
 
@@ -54,28 +57,36 @@ GOLDEN = {
         "amx": ("8eee99b55eb7d280542c98a3d9143069be35acea2d2a6d1e413194d370b773e9",
                 "4f2278c8f94209ffaa88048513dd39d9a7e7c17a74d4765661bba4b6b1a36a4d"),
         "avx2": ("b193e7786dbb21413fa1788e2f34da3b1dad58dd2bb5696099f4293daaf3556f",
-                 "3f7a8deb1cd6fe2bed0378a80932ee0300577277a925c09d9592d95c086cfafd")},
+                 "3f7a8deb1cd6fe2bed0378a80932ee0300577277a925c09d9592d95c086cfafd"),
+        "avx512": ("8eee99b55eb7d280542c98a3d9143069be35acea2d2a6d1e413194d370b773e9",
+                   "4f2278c8f94209ffaa88048513dd39d9a7e7c17a74d4765661bba4b6b1a36a4d")},
     ("vtrace", "srwm"): {
         "first": ("28a65a83a2ff4ac69925d8acae39bac122fe2cf3644cb77bdeebdb2247dead25",
                   "3a01b036fe4a0ab5e505f9dd0d846cccb678c36568d7266c156dd71e87021ec3"),
         "amx": ("dd3646fc5d55b3332afedf1786b0f6bcc9d9573e8201293656b79df335f05d0d",
                 "4db46e920bec055a0ee756aaedd15a85f57891225be903f87860a91f62b008da"),
         "avx2": ("28a65a83a2ff4ac69925d8acae39bac122fe2cf3644cb77bdeebdb2247dead25",
-                 "3a01b036fe4a0ab5e505f9dd0d846cccb678c36568d7266c156dd71e87021ec3")},
+                 "3a01b036fe4a0ab5e505f9dd0d846cccb678c36568d7266c156dd71e87021ec3"),
+        "avx512": ("dd3646fc5d55b3332afedf1786b0f6bcc9d9573e8201293656b79df335f05d0d",
+                   "4db46e920bec055a0ee756aaedd15a85f57891225be903f87860a91f62b008da")},
     ("ppo", "lstm"): {
         "first": ("44f219f0b0bef8d773d1b1cc85e9f59fd428993baf361e34424b3c98de784082",
                   "2596b20574b40b759d8071f40ffcf71815ce11fc5777bda99d024d4d94d1c229"),
         "amx": ("a3f3a3c57b70c7a7f52bcf41a299fa440f3f371f788985e712fd720a5815e1fe",
                 "21ea81aef7d8b3b30c3fbb1acd386b0d2a94d73e3ebc7f6f0b50899d784d6fd9"),
         "avx2": ("1af0acbf626b76273bdb96a6d01b0481ef9fc4682466f40379ed3dd3cf9db647",
-                 "ee74f5607e6c64538d24ddbb57264dfdfa42ddbf4fb2ce5a5061270de7e742a0")},
+                 "ee74f5607e6c64538d24ddbb57264dfdfa42ddbf4fb2ce5a5061270de7e742a0"),
+        "avx512": ("a3f3a3c57b70c7a7f52bcf41a299fa440f3f371f788985e712fd720a5815e1fe",
+                   "21ea81aef7d8b3b30c3fbb1acd386b0d2a94d73e3ebc7f6f0b50899d784d6fd9")},
     ("vtrace", "ff"): {
         "first": ("7ba75c035f7bf635c64a55cbbc866f132c19de20c3659861e1bb5b68de627c8a",
                   "30a0ff367f51303bacee5fc6fb216debfe510ea31f08c041348e29b53846dccf"),
         "amx": ("b826848178afa9a1eae4292b0db55f21a3cbe4bb6ad8842b8f6ecc140c3e8e42",
                 "f536d665d36efdc2ce879b639cf8db9ba8a5e417c29506cc056a666e8d9f04f6"),
         "avx2": ("7ba75c035f7bf635c64a55cbbc866f132c19de20c3659861e1bb5b68de627c8a",
-                 "30a0ff367f51303bacee5fc6fb216debfe510ea31f08c041348e29b53846dccf")},
+                 "30a0ff367f51303bacee5fc6fb216debfe510ea31f08c041348e29b53846dccf"),
+        "avx512": ("b826848178afa9a1eae4292b0db55f21a3cbe4bb6ad8842b8f6ecc140c3e8e42",
+                   "f536d665d36efdc2ce879b639cf8db9ba8a5e417c29506cc056a666e8d9f04f6")},
 }
 
 RECORDED_DECAY = 0.99
