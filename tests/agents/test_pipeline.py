@@ -432,31 +432,48 @@ def test_async_training_in_bf16(tmp_path):
     assert all(p.dtype == torch.float32 for p in agent.policy.parameters())
 
 
-@pytest.mark.learning
-def test_cue_recall_lstm_ppo_learns_through_the_async_pipeline(tmp_path, record_property):
-    """The learning test's lstm run (memory-tiny preset, 40k PPO steps, seed 0) through
-    train() with the async pipeline: segments collected with parameters one update old while
-    the learner updates; the agent must still reach the bar on fresh envs. The run is
-    reproducible (fixed lag schedule, the actor's own generator); sync and async over seeds
-    0-3: benchmarks/pipeline_learning.py, figures in benchmarks/RESULTS.md."""
+def _async_lstm_cue_run(tmp_path, seed: int, steps: int) -> tuple[float, str]:
+    """One async lstm cue-recall run (memory-tiny, PPO, lag bound 1): (score, figure line)."""
     from tests.agents import learning_harness as lh
 
-    steps = 40_000
+    run_dir = tmp_path / f"run{seed}"
     cfg = TrainConfig.from_preset("memory-tiny", games=["cue-recall"], total_steps=steps,
-                                  seed=0, pipeline="async", max_policy_lag=1, device="cpu",
-                                  run_dir=str(tmp_path / "run"), **{"model.core": "lstm"})
+                                  seed=seed, pipeline="async", max_policy_lag=1, device="cpu",
+                                  run_dir=str(run_dir), **{"model.core": "lstm"})
     lags: list[float] = []
     train(cfg, progress=False, on_update=lambda s, m: lags.append(m["charts/policy_lag"]))
     assert lags == [0] + [1] * (len(lags) - 1)  # the fixed schedule with lag bound 1
-    setup = lh.package_setup("cue-recall", "lstm", "ppo", steps, 0,
+    setup = lh.package_setup("cue-recall", "lstm", "ppo", steps, seed,
                              {"num_cues": 2, "delay": 4})
-    result = lh.evaluate(ckpt.load_agent(tmp_path / "run").policy, setup)
-    text = (f"async lstm ppo cue-recall seed 0 ({steps} steps): score {result.score:.3f}, by "
-            f"episode index {' '.join(f'{x:.2f}' for x in result.by_index)}; lag 1 in "
+    result = lh.evaluate(ckpt.load_agent(run_dir).policy, setup)
+    text = (f"async lstm ppo cue-recall seed {seed} ({steps} steps): score {result.score:.3f}, "
+            f"by episode index {' '.join(f'{x:.2f}' for x in result.by_index)}; lag 1 in "
             f"{sum(x == 1 for x in lags)} of {len(lags)} updates")
-    print(text)
-    record_property("figure", text)  # printed in the session summary (tests/conftest.py)
-    assert result.score >= 0.9
+    return result.score, text
+
+
+@pytest.mark.learning
+def test_cue_recall_lstm_ppo_learns_through_the_async_pipeline(tmp_path, record_property):
+    """The learning test's lstm run (memory-tiny preset, 40k PPO steps) through train() with the
+    async pipeline: segments collected with parameters one update old while the learner
+    updates; the agent must still reach the bar on fresh envs. Runs are reproducible on one
+    machine kind (fixed lag schedule, the actor's own generator), but which seeds learn
+    depends on the kind: seed 0 learns on the AMX Xeon and the AMD EPYCs and stays at chance
+    (0.512) on a Xeon with AVX-512 and no AMX, where seeds 1 and 2 learn (benchmarks/
+    RESULTS.md, round 8). So the test passes when seed 0 reaches the bar, or else when both
+    seeds 1 and 2 do: one run where seed 0 learns, three where it does not, and a pipeline
+    that cannot learn fails either way. Sync and async over seeds 0-3:
+    benchmarks/pipeline_learning.py, figures in benchmarks/RESULTS.md."""
+    steps = 40_000
+    scores = {}
+    for seed in (0, 1, 2):
+        scores[seed], text = _async_lstm_cue_run(tmp_path, seed, steps)
+        print(text)
+        record_property("figure", text)  # printed in the session summary (tests/conftest.py)
+        if scores[0] >= 0.9 or (seed > 0 and scores[seed] < 0.9):
+            break  # passed, or can no longer pass
+    passed = scores[0] >= 0.9 or (scores.get(1, 0.0) >= 0.9 and scores.get(2, 0.0) >= 0.9)
+    assert passed, f"async lstm cue-recall scores by seed {scores}: neither seed 0 nor both of 1, 2"
 
 
 def test_async_is_refused_under_torch_distributed_before_anything_starts(tmp_path):
