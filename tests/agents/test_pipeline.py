@@ -462,8 +462,8 @@ def test_cue_recall_lstm_ppo_learns_through_the_async_pipeline(tmp_path, record_
     (0.512) on a Xeon with AVX-512 and no AMX, where seeds 1 and 2 learn (benchmarks/
     RESULTS.md, "CI on a Xeon with AVX-512 and no AMX"). So the test passes when seed 0
     reaches the bar, or else when both seeds 1 and 2 do: one run where seed 0 learns, three
-    where it does not, and a pipeline that cannot learn fails either way. Sync and async over seeds 0-3:
-    benchmarks/pipeline_learning.py, figures in benchmarks/RESULTS.md."""
+    where it does not, and a pipeline that cannot learn fails either way. Sync and async
+    over seeds 0-3: benchmarks/pipeline_learning.py, figures in benchmarks/RESULTS.md."""
     steps = 40_000
     scores = {}
     for seed in (0, 1, 2):
