@@ -16,6 +16,8 @@ grad clip of 40 are calibrated for sums):
   + baseline_cost * 0.5 * sum((v_t - V(x_t))^2)
   + entropy_coef * sum(-entropy)
 with rewards clipped to [-reward_clip, reward_clip] and discounts gamma * (1 - done).
+With `normalize_advantages` the A_t of the policy gradient are first normalised to mean 0,
+std 1 over the batch (as in PPO); the value targets are not touched.
 Each sequence is replayed from its stored initial state with its stored episode_start mask,
 one step longer than the segment: the extra step is the bootstrap observation, whose value
 (under the learner's current parameters, no gradient into the targets) is V(x_T).
@@ -95,6 +97,12 @@ class VTraceConfig:
     actor_lag: Literal[0, 1] = 0
     """0: act with the trained parameters; 1: act with parameters one update old (see module
     docstring)."""
+    normalize_advantages: bool = False
+    """Normalise the policy-gradient advantages to mean 0, std 1 per batch, as PPO does (and
+    as APPO-style learners do with V-trace). Off (default): the IMPALA loss, where the policy
+    gradient scales with the rewards while the entropy cost does not, so their balance
+    depends on the task (sparse rewards give small advantages and let the entropy cost
+    dominate). benchmarks/RESULTS.md, "SRWM learnability, round 9", measures it."""
     epochs: int = 1
     """Passes over each rollout (1: IMPALA, every sequence is used once). With more, later
     passes are off-policy and V-trace's importance weights correct for it, as with replay;
@@ -185,7 +193,11 @@ class VTraceLearner(Learner):
         vt = vtrace(rollout.logprobs[:, idx], target_logp.detach(), rewards, values[:-1].detach(),
                     values[-1].detach(), discounts, rho_bar=cfg.rho_bar, c_bar=cfg.c_bar,
                     lam=cfg.lam)
-        pg_loss = -(target_logp * vt.pg_advantages).sum()
+        adv = vt.pg_advantages
+        adv_std = adv.std()
+        if cfg.normalize_advantages:
+            adv = (adv - adv.mean()) / (adv_std + 1e-8)
+        pg_loss = -(target_logp * adv).sum()
         baseline_loss = cfg.baseline_cost * 0.5 * ((vt.vs - values[:-1]) ** 2).sum()
         entropy = dist.entropy()
         loss = pg_loss + baseline_loss - cfg.entropy_coef * entropy.sum()
@@ -198,6 +210,8 @@ class VTraceLearner(Learner):
                 "losses/approx_kl": ((vt.rhos - 1) - logratio).mean().item(),
                 "losses/clipfrac": (vt.rhos > cfg.rho_bar).float().mean().item(),
                 "losses/importance_ratio": vt.rhos.mean().item(),
+                # before any normalisation: the scale the policy gradient has without it
+                "losses/advantage_std": adv_std.item(),
                 "losses/explained_variance": explained_variance(values[:-1], vt.vs),
             }
         return loss, stats

@@ -403,3 +403,31 @@ def test_ppo_advantage_std_floor(make_tiny_policy, fake_env, scale):
     factor = (std + 1e-8) / 0.5 if std < 0.5 else 1.0
     torch.testing.assert_close(grads[0.5], grads[0.0] * factor, rtol=1e-4, atol=1e-9)
     assert (factor < 1e-3) == (scale < 1)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_vtrace_normalize_advantages(make_tiny_policy, fake_env, normalize):
+    """With a zero value head the V-trace advantages are linear in the rewards. Without
+    normalisation the policy gradient then scales with the rewards; with it, it does not
+    (and the logged std, taken before normalisation, does)."""
+    policy = make_tiny_policy("srwm")
+    for p in policy.heads.value.parameters():
+        torch.nn.init.zeros_(p)
+    collector = RolloutCollector(fake_env(4), policy, 6, "never")
+    ro = collector.collect()
+    assert float(ro.rewards.abs().sum()) > 0
+    grads, stds = {}, {}
+    for scale in (1.0, 7.0):
+        cfg = VTraceConfig(batch_size=4, baseline_cost=0.0, entropy_coef=0.0, reward_clip=1e6,
+                           normalize_advantages=normalize)
+        learner = make_learner("vtrace", copy.deepcopy(policy), num_envs=4, unroll=6,
+                               total_steps=10_000, device="cpu", vtrace_cfg=cfg)
+        scaled = dataclasses.replace(ro, rewards=ro.rewards * scale)
+        loss, stats = learner.loss(scaled, torch.arange(4), None)
+        loss.backward()
+        grads[scale] = learner.policy.heads.policy.weight.grad.clone()
+        stds[scale] = stats["losses/advantage_std"]
+    assert stds[7.0] == pytest.approx(7.0 * stds[1.0], rel=1e-5)
+    assert float(grads[1.0].abs().max()) > 0
+    factor = 1.0 if normalize else 7.0
+    torch.testing.assert_close(grads[7.0], grads[1.0] * factor, rtol=1e-4, atol=1e-7)
