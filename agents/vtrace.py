@@ -17,7 +17,8 @@ grad clip of 40 are calibrated for sums):
   + entropy_coef * sum(-entropy)
 with rewards clipped to [-reward_clip, reward_clip] and discounts gamma * (1 - done).
 With `normalize_advantages` the A_t of the policy gradient are first normalised to mean 0,
-std 1 over the batch (as in PPO); the value targets are not touched.
+std 1 over the batch (as in PPO; over all ranks' parts of it under torch.distributed); the
+value targets are not touched.
 Each sequence is replayed from its stored initial state with its stored episode_start mask,
 one step longer than the segment: the extra step is the bootstrap observation, whose value
 (under the learner's current parameters, no gradient into the targets) is V(x_T).
@@ -98,11 +99,11 @@ class VTraceConfig:
     """0: act with the trained parameters; 1: act with parameters one update old (see module
     docstring)."""
     normalize_advantages: bool = False
-    """Normalise the policy-gradient advantages to mean 0, std 1 per batch, as PPO does (and
-    as APPO-style learners do with V-trace). Off (default): the IMPALA loss, where the policy
-    gradient scales with the rewards while the entropy cost does not, so their balance
-    depends on the task (sparse rewards give small advantages and let the entropy cost
-    dominate). benchmarks/RESULTS.md, "SRWM learnability, round 9", measures it."""
+    """Normalise the policy-gradient advantages to mean 0, std 1 per batch (under
+    torch.distributed: over every rank's part of the batch), as PPO does and as APPO-style
+    learners do with V-trace. Off (default): the IMPALA loss, whose policy gradient scales
+    with the rewards while the entropy cost does not. On the harder cue-recall it did not
+    help (benchmarks/RESULTS.md, "SRWM learnability, round 9")."""
     epochs: int = 1
     """Passes over each rollout (1: IMPALA, every sequence is used once). With more, later
     passes are off-policy and V-trace's importance weights correct for it, as with replay;
@@ -194,9 +195,13 @@ class VTraceLearner(Learner):
                     values[-1].detach(), discounts, rho_bar=cfg.rho_bar, c_bar=cfg.c_bar,
                     lam=cfg.lam)
         adv = vt.pg_advantages
-        adv_std = adv.std()
+        if cfg.normalize_advantages and self.sync is not None:
+            mean, std = self.sync.mean_std(adv)  # over the whole distributed batch
+        else:
+            mean = adv.mean()
+            std = adv.std() if adv.numel() > 1 else torch.zeros_like(mean)
         if cfg.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv_std + 1e-8)
+            adv = (adv - mean) / (std + 1e-8)
         pg_loss = -(target_logp * adv).sum()
         baseline_loss = cfg.baseline_cost * 0.5 * ((vt.vs - values[:-1]) ** 2).sum()
         entropy = dist.entropy()
@@ -211,7 +216,7 @@ class VTraceLearner(Learner):
                 "losses/clipfrac": (vt.rhos > cfg.rho_bar).float().mean().item(),
                 "losses/importance_ratio": vt.rhos.mean().item(),
                 # before any normalisation: the scale the policy gradient has without it
-                "losses/advantage_std": adv_std.item(),
+                "losses/advantage_std": std.item(),
                 "losses/explained_variance": explained_variance(values[:-1], vt.vs),
             }
         return loss, stats

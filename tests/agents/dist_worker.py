@@ -43,7 +43,9 @@ def equal_config(algo: str, core: str = "lstm"):
         games=["cue-recall"], algo=algo, num_envs=8, unroll=6, total_steps=10_000,
         state_reset="never", model=ModelConfig(**{**TINY, "core": core}),
         ppo=PPOConfig(lr=2e-3, epochs=2, num_minibatches=1),
-        vtrace=VTraceConfig(lr=2e-3, optimizer="adam", epochs=2, batch_size=8),
+        # the srwm case normalises V-trace's advantages: over both ranks' halves of a batch
+        vtrace=VTraceConfig(lr=2e-3, optimizer="adam", epochs=2, batch_size=8,
+                            normalize_advantages=core == "srwm"),
     ).resolved()
 
 
