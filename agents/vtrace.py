@@ -100,10 +100,10 @@ class VTraceConfig:
     docstring)."""
     normalize_advantages: bool = False
     """Normalise the policy-gradient advantages to mean 0, std 1 per batch (under
-    torch.distributed: over every rank's part of the batch), as PPO does and as APPO-style
-    learners do with V-trace. Off (default): the IMPALA loss, whose policy gradient scales
-    with the rewards while the entropy cost does not. On the harder cue-recall it did not
-    help (benchmarks/RESULTS.md, "SRWM learnability, round 9")."""
+    torch.distributed: over every rank's part of the batch), as PPO does. Off (default): the
+    IMPALA loss, whose policy gradient scales with the rewards while the entropy cost does
+    not. On the harder cue-recall it did not help (benchmarks/RESULTS.md, "SRWM
+    learnability, round 9")."""
     epochs: int = 1
     """Passes over each rollout (1: IMPALA, every sequence is used once). With more, later
     passes are off-policy and V-trace's importance weights correct for it, as with replay;
