@@ -278,7 +278,7 @@ class Sync:
     @_collective
     @torch.no_grad()
     def mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and (unbiased) std of the union of every rank's x."""
+        """Mean and (unbiased) std of the union of every rank's x (std 0 for one element)."""
         x64 = x.detach().to(self.device, torch.float64)
         t = torch.stack([x64.sum(), (x64 * x64).sum(),
                          torch.tensor(float(x64.numel()), dtype=torch.float64,
@@ -286,7 +286,7 @@ class Sync:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         s, ss, n = t[0], t[1], t[2]
         mean = s / n
-        var = ((ss - n * mean * mean) / (n - 1)).clamp_min(0.0)
+        var = ((ss - n * mean * mean) / (n - 1).clamp_min(1.0)).clamp_min(0.0)  # 1 element: 0
         return mean.to(x.device, x.dtype), var.sqrt().to(x.device, x.dtype)
 
     @torch.no_grad()

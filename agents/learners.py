@@ -142,6 +142,16 @@ class Learner:
     def begin_update(self, rollout: Rollout) -> None:
         """Called first in every update (V-trace's actor lag keeps the pre-update weights)."""
 
+    def advantage_moments(self, adv: torch.Tensor, *, over_ranks: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and unbiased std of a minibatch's advantages: of every rank's minibatch
+        together when `over_ranks` and under torch.distributed (one all-reduce; every rank must
+        call it), else of this process's. A one-element minibatch has std 0, not NaN."""
+        if over_ranks and self.sync is not None:
+            return self.sync.mean_std(adv)
+        mean = adv.mean()
+        return mean, adv.std() if adv.numel() > 1 else torch.zeros_like(mean)
+
     # ------------------------------------------------------------------ the shared loop
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One update (epochs x minibatches of whole env sequences); returns mean metrics."""
@@ -151,6 +161,7 @@ class Learner:
         B = rollout.num_envs
         sums: dict[str, float] = {}
         n, skipped_before = 0, self.skipped_steps
+        norms: list[float] = []
         for epoch in range(self.epochs):
             perm = torch.randperm(B, device=rollout.obs.device)
             for start in range(0, B, self.minibatch_size):
@@ -161,7 +172,9 @@ class Learner:
                 except ValueError as e:  # Categorical refusing NaN logits: weights are broken
                     self._raise_if_poisoned(e)
                     raise
-                self._optimizer_step(loss)
+                norm = self._optimizer_step(loss)
+                if norm is not None:
+                    norms.append(norm)
                 if self.lr_decay_per == "step" and epoch == 0:
                     self.scheduler.step()
                 for k, v in stats.items():
@@ -173,14 +186,17 @@ class Learner:
         metrics = {k: v / n for k, v in sums.items()}
         metrics.update(self.update_metrics(rollout, targets))
         metrics["charts/learning_rate"] = lr
+        # before clipping: how far max_grad_norm is from biting (nan if every step was skipped)
+        metrics["losses/grad_norm"] = sum(norms) / len(norms) if norms else float("nan")
         metrics["losses/skipped_updates"] = float(self.skipped_steps - skipped_before)
         for k, v in self.policy.state_metrics(rollout.final_state).items():
             metrics[f"core/{k}"] = v
         return metrics
 
-    def _optimizer_step(self, loss: torch.Tensor) -> None:
+    def _optimizer_step(self, loss: torch.Tensor) -> float | None:
         """The one place parameters change: zero_grad, backward, clip the global norm, step.
-        A non-finite loss or gradient norm skips the step (`_skip`)."""
+        Returns the gradient's global norm before clipping; a non-finite loss or gradient norm
+        skips the step (`_skip`) and returns None."""
         self.optimizer.zero_grad(set_to_none=True)
         loss = _fault_nan_loss(self, loss)
         if self.sync is None:
@@ -193,12 +209,13 @@ class Learner:
                                               finite=bool(torch.isfinite(loss))):
                 self.optimizer.zero_grad(set_to_none=True)
                 return self._skip()
-        norm = nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-        if not bool(torch.isfinite(norm)):
+        norm = float(nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm))
+        if not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             return self._skip()
         self.optimizer.step()
         self.consecutive_skips = 0
+        return norm
 
     def _raise_if_poisoned(self, error: ValueError) -> None:
         """DivergedError when a parameter is no longer finite, or the loss failed on

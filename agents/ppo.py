@@ -281,10 +281,7 @@ class PPO(Learner):
         if self.minibatch_index == 0:
             self.first_minibatch_ratio = ratio.detach()
         adv = targets.advantages[:, idx]
-        if cfg.normalize_advantages and self.sync is not None:
-            mean, std = self.sync.mean_std(adv)  # over the whole distributed minibatch
-        else:
-            mean, std = adv.mean(), adv.std()
+        mean, std = self.advantage_moments(adv, over_ranks=cfg.normalize_advantages)
         if cfg.normalize_advantages:
             if cfg.advantage_std_floor > 0:
                 adv = (adv - mean) / std.clamp_min(cfg.advantage_std_floor)

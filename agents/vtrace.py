@@ -195,11 +195,7 @@ class VTraceLearner(Learner):
                     values[-1].detach(), discounts, rho_bar=cfg.rho_bar, c_bar=cfg.c_bar,
                     lam=cfg.lam)
         adv = vt.pg_advantages
-        if cfg.normalize_advantages and self.sync is not None:
-            mean, std = self.sync.mean_std(adv)  # over the whole distributed batch
-        else:
-            mean = adv.mean()
-            std = adv.std() if adv.numel() > 1 else torch.zeros_like(mean)
+        mean, std = self.advantage_moments(adv, over_ranks=cfg.normalize_advantages)
         if cfg.normalize_advantages:
             adv = (adv - mean) / (std + 1e-8)
         pg_loss = -(target_logp * adv).sum()

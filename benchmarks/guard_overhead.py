@@ -28,11 +28,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def unguarded_step(self, loss: torch.Tensor) -> None:
+def unguarded_step(self, loss: torch.Tensor) -> float:
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+    norm = float(nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm))
     self.optimizer.step()
+    return norm  # the learner logs it either way (losses/grad_norm)
 
 
 def main() -> None:

@@ -158,7 +158,7 @@ def train_run(setup: Setup, *, eval_every: int = 0,
             result = evaluate(policy, setup)
             result.train_metrics = {k: float(v) for k, v in metrics.items()
                                     if k.startswith(("losses/entropy", "losses/advantage_std",
-                                                     "core/"))}
+                                                     "losses/grad_norm", "core/"))}
             if on_eval is not None:
                 on_eval(step, result)
     return policy, collector, float(np.mean(late)) if late else float("nan")

@@ -431,3 +431,25 @@ def test_vtrace_normalize_advantages(make_tiny_policy, fake_env, normalize):
     assert float(grads[1.0].abs().max()) > 0
     factor = 1.0 if normalize else 7.0
     torch.testing.assert_close(grads[7.0], grads[1.0] * factor, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vtrace"])
+def test_grad_norm_is_logged_before_clipping(make_tiny_policy, fake_env, algo):
+    """`losses/grad_norm` is the global gradient norm before clipping: with one minibatch of
+    every env and one pass it is the norm of the gradient of that minibatch's loss, computed
+    here from a copy of the learner, and it exceeds a max_grad_norm that bites."""
+    torch.manual_seed(0)
+    policy = make_tiny_policy("srwm")
+    clip = 1e-3
+    learner = make_learner(algo, policy, num_envs=4, unroll=5, total_steps=1_000, device="cpu",
+                           ppo_cfg=PPOConfig(epochs=1, num_minibatches=1, max_grad_norm=clip),
+                           vtrace_cfg=VTraceConfig(epochs=1, batch_size=4, max_grad_norm=clip))
+    rollout = RolloutCollector(fake_env(4), learner.acting_policy, 5, "never").collect()
+    twin = copy.deepcopy(learner)
+    loss, _ = twin.loss(rollout, torch.arange(4), twin.targets(rollout))
+    loss.backward()
+    expected = torch.stack([p.grad.norm() for p in twin.policy.parameters()
+                            if p.grad is not None]).norm().item()
+    got = learner.update(rollout)["losses/grad_norm"]
+    assert got == pytest.approx(expected, rel=1e-4)
+    assert got > 10 * clip

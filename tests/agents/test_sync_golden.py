@@ -36,10 +36,12 @@ from agents import checkpoint as ckpt
 from agents.trainer import train
 from tests.agents.test_trainer import make_vec_env, tiny_cfg
 
-ADDED_LATER = ("charts/policy_lag", "core/state_resets_nonfinite", "losses/advantage_std")
+ADDED_LATER = ("charts/policy_lag", "core/state_resets_nonfinite", "losses/advantage_std",
+               "losses/grad_norm")
 """Metrics that did not exist at the recording (the pipeline's lag; issue 14's count of
 non-finite state resets; the advantage std before normalisation, PPO's since 2026-12-05 and
-V-trace's since 2026-12-07, added on main since): left out of the metrics digest."""
+V-trace's since 2026-12-07; both learners' gradient norm before clipping, since 2026-12-07,
+added on main since): left out of the metrics digest."""
 
 KINDS = {
     "first": "torch 2.13.0+cpu AVX512 avx512_bf16 avx512_vnni",  # an AMD EPYC (2026-12-04)
