@@ -13,6 +13,8 @@ The learning rate decays per optimizer step of the first pass (the env steps con
 Loss per batch, summed over time and batch like TorchBeast (the RMSprop eps of 0.01 and the
 grad clip of 40 are calibrated for sums):
     policy gradient with V-trace advantages  -sum(rho_t A_t log pi(a_t))
+        (with `policy_clip` > 0: PPO's clipped surrogate -sum(min(r_t A_t, clip(r_t) A_t)),
+        r_t = pi / mu, instead)
   + baseline_cost * 0.5 * sum((v_t - V(x_t))^2)
   + entropy_coef * sum(-entropy)
 with rewards clipped to [-reward_clip, reward_clip] and discounts gamma * (1 - done).
@@ -104,6 +106,13 @@ class VTraceConfig:
     IMPALA loss, whose policy gradient scales with the rewards while the entropy cost does
     not. On the harder cue-recall it did not help (benchmarks/RESULTS.md, "SRWM
     learnability, round 9")."""
+    policy_clip: float = 0.0
+    """0 (default): IMPALA's policy gradient, -rho_t A_t log pi(a_t). > 0: PPO's clipped
+    surrogate with V-trace's advantages (the learner known as APPO): the ratio pi / mu to the
+    acting policy, clipped to [1 - policy_clip, 1 + policy_clip], multiplies the advantage
+    A_t = r_t + discount_t v_{t+1} - V(x_t), and the pessimistic of the clipped and unclipped
+    terms is kept, so later passes over a rollout (epochs > 1) cannot move the policy far
+    from the one that acted. The value targets stay V-trace's."""
     epochs: int = 1
     """Passes over each rollout (1: IMPALA, every sequence is used once). With more, later
     passes are off-policy and V-trace's importance weights correct for it, as with replay;
@@ -134,6 +143,9 @@ def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
         raise ValueError(f"V-trace epochs must be >= 1, got {cfg.epochs}")
     if cfg.actor_lag not in (0, 1):
         raise ValueError(f"actor_lag must be 0 or 1, got {cfg.actor_lag}")
+    if not 0 <= cfg.policy_clip < 1:
+        raise ValueError(f"V-trace policy_clip must be in [0, 1) (0 = off), got "
+                         f"{cfg.policy_clip}")
     for name in ("lr", "rmsprop_eps", "adam_eps", "max_grad_norm", "rho_bar", "c_bar"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"V-trace {name} must be positive, got {getattr(cfg, name)}")
@@ -194,11 +206,20 @@ class VTraceLearner(Learner):
         vt = vtrace(rollout.logprobs[:, idx], target_logp.detach(), rewards, values[:-1].detach(),
                     values[-1].detach(), discounts, rho_bar=cfg.rho_bar, c_bar=cfg.c_bar,
                     lam=cfg.lam)
-        adv = vt.pg_advantages
+        if cfg.policy_clip > 0:  # APPO: the ratio goes into the clipped surrogate instead
+            next_vs = torch.cat([vt.vs[1:], values[-1:].detach()])
+            adv = rewards + discounts * next_vs - values[:-1].detach()
+        else:
+            adv = vt.pg_advantages
         mean, std = self.advantage_moments(adv, over_ranks=cfg.normalize_advantages)
         if cfg.normalize_advantages:
             adv = (adv - mean) / (std + 1e-8)
-        pg_loss = -(target_logp * adv).sum()
+        if cfg.policy_clip > 0:
+            ratio = (target_logp - rollout.logprobs[:, idx]).exp()
+            clipped = ratio.clamp(1 - cfg.policy_clip, 1 + cfg.policy_clip)
+            pg_loss = torch.max(-adv * ratio, -adv * clipped).sum()
+        else:
+            pg_loss = -(target_logp * adv).sum()
         baseline_loss = cfg.baseline_cost * 0.5 * ((vt.vs - values[:-1]) ** 2).sum()
         entropy = dist.entropy()
         loss = pg_loss + baseline_loss - cfg.entropy_coef * entropy.sum()
@@ -215,6 +236,9 @@ class VTraceLearner(Learner):
                 "losses/advantage_std": std.item(),
                 "losses/explained_variance": explained_variance(values[:-1], vt.vs),
             }
+            if cfg.policy_clip > 0:
+                stats["losses/policy_clipfrac"] = (
+                    (vt.rhos - 1).abs() > cfg.policy_clip).float().mean().item()
         return loss, stats
 
     def load_state_dict(self, d: dict) -> None:

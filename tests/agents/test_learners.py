@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -453,3 +454,42 @@ def test_grad_norm_is_logged_before_clipping(make_tiny_policy, fake_env, algo):
     got = learner.update(rollout)["losses/grad_norm"]
     assert got == pytest.approx(expected, rel=1e-4)
     assert got > 10 * clip
+
+
+def test_vtrace_policy_clip(make_tiny_policy, fake_env):
+    """policy_clip (APPO): on-policy (pi = mu) its gradient is IMPALA's; off-policy, with
+    non-negative advantages (zero value head, positive rewards), a ratio above 1 + clip gives
+    no policy gradient at all, while a ratio below 1 - clip keeps the unclipped term -r A."""
+    policy = make_tiny_policy("srwm")
+    for p in policy.heads.value.parameters():
+        torch.nn.init.zeros_(p)
+    ro = RolloutCollector(fake_env(4), policy, 6, "never").collect()
+    assert float(ro.rewards.min()) > 0
+
+    def policy_grad(rollout, clip):
+        cfg = VTraceConfig(batch_size=4, baseline_cost=0.0, entropy_coef=0.0, policy_clip=clip)
+        learner = make_learner("vtrace", copy.deepcopy(policy), num_envs=4, unroll=6,
+                               total_steps=10_000, device="cpu", vtrace_cfg=cfg)
+        loss, stats = learner.loss(rollout, torch.arange(4), None)
+        loss.backward()
+        return learner.policy.heads.policy.weight.grad.clone(), stats
+
+    impala, _ = policy_grad(ro, 0.0)
+    appo, stats = policy_grad(ro, 0.2)
+    assert float(impala.abs().max()) > 0
+    torch.testing.assert_close(appo, impala, rtol=1e-4, atol=1e-7)
+    assert stats["losses/policy_clipfrac"] == 0.0
+
+    too_likely = dataclasses.replace(ro, logprobs=ro.logprobs - math.log(2.0))  # pi / mu = 2
+    grad, stats = policy_grad(too_likely, 0.2)
+    assert stats["losses/policy_clipfrac"] == 1.0
+    assert float(grad.abs().max()) == 0.0
+    unclipped, _ = policy_grad(too_likely, 0.0)
+    assert float(unclipped.abs().max()) > 0
+
+    too_unlikely = dataclasses.replace(ro, logprobs=ro.logprobs + math.log(2.0))  # pi / mu = 1/2
+    grad, _ = policy_grad(too_unlikely, 0.2)
+    # -r A with r = 1/2 and rho = 1/2: the same gradient as IMPALA's -rho A log pi
+    impala_half, _ = policy_grad(too_unlikely, 0.0)
+    assert float(grad.abs().max()) > 0
+    torch.testing.assert_close(grad, impala_half, rtol=1e-4, atol=1e-7)
