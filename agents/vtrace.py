@@ -104,15 +104,16 @@ class VTraceConfig:
     """Normalise the policy-gradient advantages to mean 0, std 1 per batch (under
     torch.distributed: over every rank's part of the batch), as PPO does. Off (default): the
     IMPALA loss, whose policy gradient scales with the rewards while the entropy cost does
-    not. On the harder cue-recall it did not help (benchmarks/RESULTS.md, "SRWM
-    learnability, round 9")."""
+    not. On the harder cue-recall it did not help alone (benchmarks/RESULTS.md, "SRWM
+    learnability, round 9"); with `policy_clip` 0.2 every srwm run left chance (round 12b)."""
     policy_clip: float = 0.0
     """0 (default): IMPALA's policy gradient, -rho_t A_t log pi(a_t). > 0: PPO's clipped
     surrogate with V-trace's advantages (the learner known as APPO): the ratio pi / mu to the
     acting policy, clipped to [1 - policy_clip, 1 + policy_clip], multiplies the advantage
     A_t = r_t + discount_t v_{t+1} - V(x_t), and the pessimistic of the clipped and unclipped
     terms is kept, so later passes over a rollout (epochs > 1) cannot move the policy far
-    from the one that acted. The value targets stay V-trace's."""
+    from the one that acted. The value targets stay V-trace's. Measured on the harder
+    cue-recall in benchmarks/RESULTS.md, "SRWM learnability", round 12b and after."""
     epochs: int = 1
     """Passes over each rollout (1: IMPALA, every sequence is used once). With more, later
     passes are off-policy and V-trace's importance weights correct for it, as with replay;

@@ -43,9 +43,12 @@ def equal_config(algo: str, core: str = "lstm"):
         games=["cue-recall"], algo=algo, num_envs=8, unroll=6, total_steps=10_000,
         state_reset="never", model=ModelConfig(**{**TINY, "core": core}),
         ppo=PPOConfig(lr=2e-3, epochs=2, num_minibatches=1),
-        # the srwm case normalises V-trace's advantages: over both ranks' halves of a batch
+        # the srwm case normalises V-trace's advantages (over both ranks' halves of a batch)
+        # and clips its policy ratio (APPO) tightly enough that the clip acts in the second,
+        # off-policy pass (losses/policy_clipfrac 0.5 over the two passes; 0 with a clip of 0.2)
         vtrace=VTraceConfig(lr=2e-3, optimizer="adam", epochs=2, batch_size=8,
-                            normalize_advantages=core == "srwm"),
+                            normalize_advantages=core == "srwm",
+                            policy_clip=0.01 if core == "srwm" else 0.0),
     ).resolved()
 
 
