@@ -19,8 +19,14 @@ scores, steps_to_success (first evaluation at or above the task's bar, SUCCESS i
 harness), the final score, min_after_success (the lowest score after the first success: a
 collapse shows here), "diag" (per evaluation: the learner's entropy and core metrics and, on
 cue-recall, "answers", the K x K count of scored episodes by cue and answer) and the seconds
-it took. Lines already in --out (same name and seed) are
+it took, and "resolved", the learner config and model fields it trained with (lines from
+before 2026-12-07 afternoon lack it). Lines already in --out (same name and seed) are
 skipped, so an interrupted sweep resumes.
+
+"package": true means the preset of the checkout that runs it. When a preset default moves,
+the run lists written before pin the old value in their "defaults" (e.g. the memory-tiny
+V-trace setting of 2026-12-07: "policy_clip" 0 and "normalize_advantages" false in the
+lists of rounds up to 13b), so that they rerun as they ran.
 """
 
 from __future__ import annotations
@@ -129,7 +135,19 @@ def run_one(spec: dict) -> dict:
             round(final.mean_return, 4), "by_index": [round(v, 3) for v in final.by_index],
             "steps_to_success": first, "min_after_success": min(after) if after else None,
             "learned": first is not None and final.score >= bar, "curve": curve, "diag": diag,
-            "train_return": round(train_return, 4), "seconds": round(time.time() - t0, 1)}
+            "train_return": round(train_return, 4), "seconds": round(time.time() - t0, 1),
+            "resolved": resolved(setup)}
+
+
+def resolved(setup) -> dict:
+    """What the run trained with after defaults, preset, profile and overrides: the learner's
+    whole config and the model's fields, so that a line stays readable when defaults move."""
+    import dataclasses
+
+    learner = setup.ppo if setup.algo == "ppo" else setup.vtrace
+    return {"learner": dataclasses.asdict(learner), "model": dict(setup.model),
+            "num_envs": setup.num_envs, "unroll": setup.unroll,
+            "state_reset": setup.state_reset, "state_lifetime": setup.state_lifetime}
 
 
 def summarize(rows: list[dict]) -> str:
