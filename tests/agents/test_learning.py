@@ -128,8 +128,8 @@ def test_cue_recall_srwm_vtrace_learns(rec):
 @pytest.mark.baseline
 def test_cue_recall_lstm_vtrace_learns(rec):
     """With IMPALA's policy gradient the lstm learned cue-recall with V-trace on 3 of 5 seeds
-    (on two machine kinds, other seeds failing on each); with the preset's APPO setting on 5
-    of 5 (RESULTS.md, "SRWM learnability", round 13b)."""
+    on each of two machine kinds (seed 1 at chance on both); with the preset's APPO setting
+    on 5 of 5 (RESULTS.md, "SRWM learnability", round 13b)."""
     learns(rec, "cue-recall", CUE, "lstm", "vtrace", LSTM_CUE_STEPS, 0.9)
 
 
