@@ -7,6 +7,13 @@ For each core (the learning tests' tiny sizes) and each SRWM option set: 64 sequ
 random inputs x ~ N(0, 0.5^2), then the same sequences with only the first input redrawn;
 gain = mean |y_3 - y'_3| / mean |y_0 - y'_0| (mean over 5 init seeds). A core whose gain is tiny
 must first grow its memory path before any memory task can be learned.
+
+    python benchmarks/memory_gain.py --delays 2 4 12
+
+adds a second table shaped like cue-recall: a random first input (the cue), then the same
+input `delay` times (the blank frames), then one more fixed input (the answer frame); the
+gain is that of the answer step's output to the cue, i.e. what of the cue reaches the step
+where it is needed, at initialisation. Same seeds, batch and ratio as above.
 """
 
 from __future__ import annotations
@@ -51,13 +58,56 @@ def memory_gain(core_name: str, options: dict, seeds: int = 5, batch: int = 64) 
     return sum(gains) / len(gains)
 
 
-def main() -> int:
+@torch.no_grad()
+def delay_gain(core_name: str, options: dict, delay: int, seeds: int = 5,
+               batch: int = 64) -> float:
+    """Gain of the answer step's output to the cue after `delay` repeats of one blank input."""
+    gains = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        core = build_core(ModelConfig(core=core_name, **TINY, **options), TINY["cnn_out"] + 1)
+        blank, answer = 0.5 * torch.randn(2, core.input_size)
+        x = blank.expand(delay + 2, batch, core.input_size).clone()  # [cue, blanks, answer]
+        x[-1] = answer
+        x2 = x.clone()
+        x[0] = 0.5 * torch.randn(batch, core.input_size)
+        x2[0] = 0.5 * torch.randn(batch, core.input_size)
+        y1, _ = core(x, core.initial_state(batch))
+        y2, _ = core(x2, core.initial_state(batch))
+        d = (y1 - y2).norm(dim=-1).mean(dim=1)  # [delay + 2]
+        gains.append((d[-1] / d[0]).item())
+    return sum(gains) / len(gains)
+
+
+DELAY_CASES = CASES[:3] + [
+    ("srwm", {"srwm_state_decay": 0.95}), ("srwm", {"srwm_state_decay": 0.99}),
+    ("srwm", {"srwm_beta_init": 0.0}), ("srwm", {"srwm_qk_init_scale": 32.0}),
+]
+
+
+def _describe(options: dict) -> str:
+    return ("docs/SPEC.md init and op" if options is SPEC_INIT
+            else ", ".join(f"{k}={v}" for k, v in options.items()) or "package defaults")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--delays", type=int, nargs="*", default=[],
+                        help="also print the cue-recall-shaped gain at these delays (>= 0)")
+    args = parser.parse_args(argv)
+    if any(d < 0 for d in args.delays):
+        parser.error(f"--delays must be >= 0, got {args.delays}")
     torch.set_num_threads(1)
     print("| core | options | memory gain |\n|---|---|---|")
     for core_name, options in CASES:
-        opts = ("docs/SPEC.md init and op" if options is SPEC_INIT
-                else ", ".join(f"{k}={v}" for k, v in options.items()) or "package defaults")
-        print(f"| {core_name} | {opts} | {memory_gain(core_name, options):.4f} |")
+        print(f"| {core_name} | {_describe(options)} | {memory_gain(core_name, options):.4f} |")
+    if args.delays:
+        heads = " | ".join(f"delay {d}" for d in args.delays)
+        print(f"\n| core | options | {heads} |\n|---|---|" + "---|" * len(args.delays))
+        for core_name, options in DELAY_CASES:
+            gains = " | ".join(f"{delay_gain(core_name, options, d):.4f}" for d in args.delays)
+            print(f"| {core_name} | {_describe(options)} | {gains} |")
     return 0
 
 
