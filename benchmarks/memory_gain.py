@@ -43,6 +43,16 @@ CASES = [
 
 
 @torch.no_grad()
+def _last_over_first(core, x: torch.Tensor, x2: torch.Tensor) -> float:
+    """x, x2 [T, B, D] differing only at step 0: mean output change at the last step over the
+    mean output change at step 0, both from a zero state."""
+    y1, _ = core(x, core.initial_state(x.shape[1]))
+    y2, _ = core(x2, core.initial_state(x.shape[1]))
+    d = (y1 - y2).norm(dim=-1).mean(dim=1)  # [T]
+    return (d[-1] / d[0]).item()
+
+
+@torch.no_grad()
 def memory_gain(core_name: str, options: dict, seeds: int = 5, batch: int = 64) -> float:
     gains = []
     for seed in range(seeds):
@@ -51,10 +61,7 @@ def memory_gain(core_name: str, options: dict, seeds: int = 5, batch: int = 64) 
         x = 0.5 * torch.randn(4, batch, core.input_size)
         x2 = x.clone()
         x2[0] = 0.5 * torch.randn(batch, core.input_size)
-        y1, _ = core(x, core.initial_state(batch))
-        y2, _ = core(x2, core.initial_state(batch))
-        d = (y1 - y2).norm(dim=-1).mean(dim=1)  # [T]
-        gains.append((d[3] / d[0]).item())
+        gains.append(_last_over_first(core, x, x2))
     return sum(gains) / len(gains)
 
 
@@ -72,10 +79,7 @@ def delay_gain(core_name: str, options: dict, delay: int, seeds: int = 5,
         x2 = x.clone()
         x[0] = 0.5 * torch.randn(batch, core.input_size)
         x2[0] = 0.5 * torch.randn(batch, core.input_size)
-        y1, _ = core(x, core.initial_state(batch))
-        y2, _ = core(x2, core.initial_state(batch))
-        d = (y1 - y2).norm(dim=-1).mean(dim=1)  # [delay + 2]
-        gains.append((d[-1] / d[0]).item())
+        gains.append(_last_over_first(core, x, x2))
     return sum(gains) / len(gains)
 
 
