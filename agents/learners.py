@@ -152,6 +152,16 @@ class Learner:
         mean = adv.mean()
         return mean, adv.std() if adv.numel() > 1 else torch.zeros_like(mean)
 
+    @staticmethod
+    def normalized(adv: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                   std_floor: float) -> torch.Tensor:
+        """(adv - mean) / max(std, std_floor) with a floor > 0, else / (std + 1e-8). A floor
+        keeps the advantages of a solved task (all near 0) near 0 instead of scaling their
+        noise up to unit size."""
+        if std_floor > 0:
+            return (adv - mean) / std.clamp_min(std_floor)
+        return (adv - mean) / (std + 1e-8)
+
     # ------------------------------------------------------------------ the shared loop
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One update (epochs x minibatches of whole env sequences); returns mean metrics."""

@@ -283,10 +283,7 @@ class PPO(Learner):
         adv = targets.advantages[:, idx]
         mean, std = self.advantage_moments(adv, over_ranks=cfg.normalize_advantages)
         if cfg.normalize_advantages:
-            if cfg.advantage_std_floor > 0:
-                adv = (adv - mean) / std.clamp_min(cfg.advantage_std_floor)
-            else:
-                adv = (adv - mean) / (std + 1e-8)
+            adv = self.normalized(adv, mean, std, cfg.advantage_std_floor)
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
         if targets.weights is not None:
             pg = targets.weights[:, idx] * pg

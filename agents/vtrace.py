@@ -106,6 +106,13 @@ class VTraceConfig:
     IMPALA loss, whose policy gradient scales with the rewards while the entropy cost does
     not. On the harder cue-recall it did not help alone (benchmarks/RESULTS.md, "SRWM
     learnability, round 9"); with `policy_clip` 0.2 every srwm run left chance (round 12b)."""
+    advantage_std_floor: float = 0.0
+    """With normalize_advantages, divide by max(std, this) instead of std + 1e-8 (0: off), as
+    PPO's option of the same name. Why it may matter: a batch's advantages on a solved task
+    are all near 0, and dividing by their tiny std turns noise into unit-size advantages; an
+    APPO run on the harder cue-recall that had reached 1.00 fell back to 0.52 right after its
+    advantage std had dropped to 0.025 (benchmarks/RESULTS.md, "SRWM learnability", round 20).
+    Not measured with a floor yet."""
     policy_clip: float = 0.0
     """0 (default): IMPALA's policy gradient, -rho_t A_t log pi(a_t). > 0: PPO's clipped
     surrogate with V-trace's advantages (the learner known as APPO): the ratio pi / mu to the
@@ -144,6 +151,9 @@ def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
         raise ValueError(f"V-trace epochs must be >= 1, got {cfg.epochs}")
     if cfg.actor_lag not in (0, 1):
         raise ValueError(f"actor_lag must be 0 or 1, got {cfg.actor_lag}")
+    if not cfg.advantage_std_floor >= 0:
+        raise ValueError(f"V-trace advantage_std_floor must be >= 0 (0 = off), got "
+                         f"{cfg.advantage_std_floor}")
     if not 0 <= cfg.policy_clip < 1:
         raise ValueError(f"V-trace policy_clip must be in [0, 1) (0 = off), got "
                          f"{cfg.policy_clip}")
@@ -214,7 +224,7 @@ class VTraceLearner(Learner):
             adv = vt.pg_advantages
         mean, std = self.advantage_moments(adv, over_ranks=cfg.normalize_advantages)
         if cfg.normalize_advantages:
-            adv = (adv - mean) / (std + 1e-8)
+            adv = self.normalized(adv, mean, std, cfg.advantage_std_floor)
         if cfg.policy_clip > 0:
             ratio = (target_logp - rollout.logprobs[:, idx]).exp()
             clipped = ratio.clamp(1 - cfg.policy_clip, 1 + cfg.policy_clip)

@@ -266,6 +266,9 @@ def test_bad_settings_give_one_clear_line(make_tiny_policy):
     with pytest.raises(ValueError, match="PPO advantage_std_floor must be >= 0"):
         make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      ppo_cfg=PPOConfig(advantage_std_floor=-0.1))
+    with pytest.raises(ValueError, match="V-trace advantage_std_floor must be >= 0"):
+        make_learner("vtrace", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     vtrace_cfg=VTraceConfig(advantage_std_floor=-0.1))
     with pytest.raises(ValueError, match="PPO lag_proximal 'both' is not one of: first-pass"):
         make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      ppo_cfg=PPOConfig(lag_proximal="both"))
@@ -432,6 +435,41 @@ def test_vtrace_normalize_advantages(make_tiny_policy, fake_env, normalize):
     assert float(grads[1.0].abs().max()) > 0
     factor = 1.0 if normalize else 7.0
     torch.testing.assert_close(grads[7.0], grads[1.0] * factor, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("base", [1e-3, 100.0])
+def test_vtrace_advantage_std_floor(make_tiny_policy, fake_env, base):
+    """With normalised advantages and a floor, V-trace divides by max(std, floor): advantages
+    whose std is below the floor keep their scale (the policy gradient doubles with the
+    rewards), while without the floor, or above it, normalisation removes the scale."""
+    policy = make_tiny_policy("srwm")
+    for p in policy.heads.value.parameters():
+        torch.nn.init.zeros_(p)
+    collector = RolloutCollector(fake_env(4), policy, 6, "never")
+    ro = collector.collect()
+    assert float(ro.rewards.abs().sum()) > 0
+    grads, stds = {}, {}
+    for floor in (0.0, 0.5):
+        for scale in (base, 2 * base):
+            cfg = VTraceConfig(batch_size=4, baseline_cost=0.0, entropy_coef=0.0,
+                               reward_clip=1e6, normalize_advantages=True,
+                               advantage_std_floor=floor)
+            learner = make_learner("vtrace", copy.deepcopy(policy), num_envs=4, unroll=6,
+                                   total_steps=10_000, device="cpu", vtrace_cfg=cfg)
+            scaled = dataclasses.replace(ro, rewards=ro.rewards * scale)
+            loss, stats = learner.loss(scaled, torch.arange(4), None)
+            loss.backward()
+            grads[floor, scale] = learner.policy.heads.policy.weight.grad.clone()
+            stds[scale] = stats["losses/advantage_std"]
+    below = stds[2 * base] < 0.5
+    assert below == (base < 1)  # the floor bites at the small scale only
+    assert float(grads[0.0, base].abs().max()) > 0
+    torch.testing.assert_close(grads[0.0, 2 * base], grads[0.0, base], rtol=1e-4, atol=1e-7)
+    factor = 2.0 if below else 1.0
+    torch.testing.assert_close(grads[0.5, 2 * base], grads[0.5, base] * factor, rtol=1e-4,
+                               atol=1e-9)
+    if not below:  # above the floor it changes nothing
+        torch.testing.assert_close(grads[0.5, base], grads[0.0, base], rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "vtrace"])
