@@ -112,7 +112,8 @@ class VTraceConfig:
     are all near 0, and dividing by their tiny std turns noise into unit-size advantages; an
     APPO run on the harder cue-recall that had reached 1.00 fell back to 0.52 right after its
     advantage std had dropped to 0.025 (benchmarks/RESULTS.md, "SRWM learnability", round 20).
-    Not measured with a floor yet."""
+    A one-seed check with 0.05 (round 24) fell as well, at stds the floor did not touch: its
+    benefit is unmeasured."""
     policy_clip: float = 0.0
     """0 (default): IMPALA's policy gradient, -rho_t A_t log pi(a_t). > 0: PPO's clipped
     surrogate with V-trace's advantages (the learner known as APPO): the ratio pi / mu to the
