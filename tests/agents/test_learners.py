@@ -409,28 +409,40 @@ def test_ppo_advantage_std_floor(make_tiny_policy, fake_env, scale):
     assert (factor < 1e-3) == (scale < 1)
 
 
+def _zero_value_rollout(make_tiny_policy, fake_env):
+    """A tiny srwm policy with a zero value head (its V-trace advantages are then linear in
+    the rewards) and one rollout of 4 envs x 6 steps with some reward in it."""
+    policy = make_tiny_policy("srwm")
+    for p in policy.heads.value.parameters():
+        torch.nn.init.zeros_(p)
+    ro = RolloutCollector(fake_env(4), policy, 6, "never").collect()
+    assert float(ro.rewards.abs().sum()) > 0
+    return policy, ro
+
+
+def _vtrace_policy_grad(policy, ro, scale, **cfg_kwargs):
+    """(gradient of the policy head's weight, logged advantage std) of the V-trace loss alone
+    (no baseline or entropy term) on `ro` with its rewards times `scale`."""
+    cfg = VTraceConfig(batch_size=4, baseline_cost=0.0, entropy_coef=0.0, reward_clip=1e6,
+                       **cfg_kwargs)
+    learner = make_learner("vtrace", copy.deepcopy(policy), num_envs=4, unroll=6,
+                           total_steps=10_000, device="cpu", vtrace_cfg=cfg)
+    scaled = dataclasses.replace(ro, rewards=ro.rewards * scale)
+    loss, stats = learner.loss(scaled, torch.arange(4), None)
+    loss.backward()
+    return learner.policy.heads.policy.weight.grad.clone(), stats["losses/advantage_std"]
+
+
 @pytest.mark.parametrize("normalize", [False, True])
 def test_vtrace_normalize_advantages(make_tiny_policy, fake_env, normalize):
     """With a zero value head the V-trace advantages are linear in the rewards. Without
     normalisation the policy gradient then scales with the rewards; with it, it does not
     (and the logged std, taken before normalisation, does)."""
-    policy = make_tiny_policy("srwm")
-    for p in policy.heads.value.parameters():
-        torch.nn.init.zeros_(p)
-    collector = RolloutCollector(fake_env(4), policy, 6, "never")
-    ro = collector.collect()
-    assert float(ro.rewards.abs().sum()) > 0
+    policy, ro = _zero_value_rollout(make_tiny_policy, fake_env)
     grads, stds = {}, {}
     for scale in (1.0, 7.0):
-        cfg = VTraceConfig(batch_size=4, baseline_cost=0.0, entropy_coef=0.0, reward_clip=1e6,
-                           normalize_advantages=normalize)
-        learner = make_learner("vtrace", copy.deepcopy(policy), num_envs=4, unroll=6,
-                               total_steps=10_000, device="cpu", vtrace_cfg=cfg)
-        scaled = dataclasses.replace(ro, rewards=ro.rewards * scale)
-        loss, stats = learner.loss(scaled, torch.arange(4), None)
-        loss.backward()
-        grads[scale] = learner.policy.heads.policy.weight.grad.clone()
-        stds[scale] = stats["losses/advantage_std"]
+        grads[scale], stds[scale] = _vtrace_policy_grad(policy, ro, scale,
+                                                        normalize_advantages=normalize)
     assert stds[7.0] == pytest.approx(7.0 * stds[1.0], rel=1e-5)
     assert float(grads[1.0].abs().max()) > 0
     factor = 1.0 if normalize else 7.0
@@ -442,25 +454,12 @@ def test_vtrace_advantage_std_floor(make_tiny_policy, fake_env, base):
     """With normalised advantages and a floor, V-trace divides by max(std, floor): advantages
     whose std is below the floor keep their scale (the policy gradient doubles with the
     rewards), while without the floor, or above it, normalisation removes the scale."""
-    policy = make_tiny_policy("srwm")
-    for p in policy.heads.value.parameters():
-        torch.nn.init.zeros_(p)
-    collector = RolloutCollector(fake_env(4), policy, 6, "never")
-    ro = collector.collect()
-    assert float(ro.rewards.abs().sum()) > 0
+    policy, ro = _zero_value_rollout(make_tiny_policy, fake_env)
     grads, stds = {}, {}
     for floor in (0.0, 0.5):
         for scale in (base, 2 * base):
-            cfg = VTraceConfig(batch_size=4, baseline_cost=0.0, entropy_coef=0.0,
-                               reward_clip=1e6, normalize_advantages=True,
-                               advantage_std_floor=floor)
-            learner = make_learner("vtrace", copy.deepcopy(policy), num_envs=4, unroll=6,
-                                   total_steps=10_000, device="cpu", vtrace_cfg=cfg)
-            scaled = dataclasses.replace(ro, rewards=ro.rewards * scale)
-            loss, stats = learner.loss(scaled, torch.arange(4), None)
-            loss.backward()
-            grads[floor, scale] = learner.policy.heads.policy.weight.grad.clone()
-            stds[scale] = stats["losses/advantage_std"]
+            grads[floor, scale], stds[scale] = _vtrace_policy_grad(
+                policy, ro, scale, normalize_advantages=True, advantage_std_floor=floor)
     below = stds[2 * base] < 0.5
     assert below == (base < 1)  # the floor bites at the small scale only
     assert float(grads[0.0, base].abs().max()) > 0
