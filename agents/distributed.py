@@ -289,6 +289,14 @@ class Sync:
         var = ((ss - n * mean * mean) / (n - 1).clamp_min(1.0)).clamp_min(0.0)  # 1 element: 0
         return mean.to(x.device, x.dtype), var.sqrt().to(x.device, x.dtype)
 
+    @_collective
+    @torch.no_grad()
+    def mean_scalar(self, value: float) -> float:
+        """The mean of one number over the ranks (every rank must call it)."""
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return float(t[0]) / self.world.world_size
+
     @torch.no_grad()
     def normalize_rewards(self, normalizer: Any, rewards: torch.Tensor, dones: torch.Tensor
                           ) -> torch.Tensor:

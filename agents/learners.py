@@ -9,6 +9,8 @@ once, here, in `Learner.update`:
         perm = a random permutation of the envs     # minibatches are whole env sequences
         for each minibatch idx of `minibatch_size` envs:
             loss, stats = self.loss(rollout, idx, targets)
+            if target_kl and stats' approx_kl > target_kl: end the update here (no step;
+                with kl_revert also undo the step before)
             self._optimizer_step(loss)              # zero_grad, backward, (all-reduce), clip,
                                                     # step (skipped if loss / grads not finite)
     metrics = mean of the stats + self.update_metrics(...) + lr + the core's state metrics
@@ -34,6 +36,7 @@ Any SB3 VecEnv with uint8 [64, 64, 3] observations and Discrete actions can be t
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
@@ -101,13 +104,19 @@ class Learner:
 
     def __init__(self, policy: nn.Module, optimizer: torch.optim.Optimizer, *, epochs: int,
                  minibatch_size: int, max_grad_norm: float, anneal_lr: bool,
-                 schedule_steps: int) -> None:
+                 schedule_steps: int, target_kl: float = 0.0, kl_revert: bool = False) -> None:
         self.policy = policy
         self.acting_policy = policy
         self.optimizer = optimizer
         self.epochs, self.minibatch_size = int(epochs), int(minibatch_size)
         self.max_grad_norm = float(max_grad_norm)
         self.schedule_steps = int(schedule_steps)
+        self.target_kl = float(target_kl)
+        """> 0: end an update early, before the step of the first minibatch whose approx_kl
+        (to the policy the minibatch's log-probs are measured against) exceeds it."""
+        self.kl_revert = bool(kl_revert)
+        """With target_kl: also undo the step before the stop (parameters and optimizer state),
+        so that the update keeps the last parameters whose measured KL was within target_kl."""
 
         def lr_factor(k: int) -> float:
             """Step k of schedule_steps runs at 1 - k / schedule_steps of the initial lr."""
@@ -172,6 +181,9 @@ class Learner:
         sums: dict[str, float] = {}
         n, skipped_before = 0, self.skipped_steps
         norms: list[float] = []
+        first_pass_steps = -(-B // self.minibatch_size)
+        kl_stopped, reverted = False, False
+        snapshot = None
         for epoch in range(self.epochs):
             perm = torch.randperm(B, device=rollout.obs.device)
             for start in range(0, B, self.minibatch_size):
@@ -182,16 +194,29 @@ class Learner:
                 except ValueError as e:  # Categorical refusing NaN logits: weights are broken
                     self._raise_if_poisoned(e)
                     raise
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+                if self.target_kl > 0 and self._kl_exceeded(stats):
+                    kl_stopped = True
+                    if snapshot is not None:  # kl_revert: back to before the last step
+                        self._restore(snapshot)
+                        reverted = True
+                    break
+                if self.kl_revert and self.target_kl > 0:
+                    snapshot = self._snapshot()
                 norm = self._optimizer_step(loss)
                 if norm is not None:
                     norms.append(norm)
                 if self.lr_decay_per == "step" and epoch == 0:
                     self.scheduler.step()
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                n += 1
+            if kl_stopped:
+                break
         if self.lr_decay_per == "update":
             self.scheduler.step()
+        elif kl_stopped and epoch == 0:  # the schedule counts env steps consumed, stepped or not
+            for _ in range(first_pass_steps - (n - 1)):
+                self.scheduler.step()
         self.updates += 1
         metrics = {k: v / n for k, v in sums.items()}
         metrics.update(self.update_metrics(rollout, targets))
@@ -199,9 +224,33 @@ class Learner:
         # before clipping: how far max_grad_norm is from biting (nan if every step was skipped)
         metrics["losses/grad_norm"] = sum(norms) / len(norms) if norms else float("nan")
         metrics["losses/skipped_updates"] = float(self.skipped_steps - skipped_before)
+        if self.target_kl > 0:
+            metrics["losses/kl_stop"] = float(kl_stopped)
+            metrics["losses/minibatch_steps"] = float(len(norms) + self.skipped_steps
+                                                      - skipped_before - reverted)
         for k, v in self.policy.state_metrics(rollout.final_state).items():
             metrics[f"core/{k}"] = v
         return metrics
+
+    def _snapshot(self) -> tuple[list[torch.Tensor], dict]:
+        """The parameters and the optimizer's state, copied (kl_revert)."""
+        params = [p.detach().clone() for p in self.policy.parameters()]
+        return params, copy.deepcopy(self.optimizer.state_dict())
+
+    @torch.no_grad()
+    def _restore(self, snapshot: tuple[list[torch.Tensor], dict]) -> None:
+        params, opt_state = snapshot
+        for p, saved in zip(self.policy.parameters(), params, strict=True):
+            p.copy_(saved)
+        self.optimizer.load_state_dict(opt_state)
+
+    def _kl_exceeded(self, stats: dict[str, float]) -> bool:
+        """Whether this minibatch's approx_kl is above target_kl (under torch.distributed: the
+        ranks' mean, so that every rank stops at the same minibatch)."""
+        kl = stats["losses/approx_kl"]
+        if self.sync is not None:
+            kl = self.sync.mean_scalar(kl)
+        return kl > self.target_kl
 
     def _optimizer_step(self, loss: torch.Tensor) -> float | None:
         """The one place parameters change: zero_grad, backward, clip the global norm, step.

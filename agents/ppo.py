@@ -79,6 +79,18 @@ class PPOConfig:
     tiny std turns noise into unit-size advantages; a floor keeps them small. Measured
     (benchmarks/RESULTS.md, SRWM rounds 4-5): 0.1 kept a solved cue-recall from collapsing but
     slowed the harder one, whose early advantages are small too; hence off by default."""
+    target_kl: float = 0.0
+    """> 0: end an update early, before the optimizer step of the first minibatch whose
+    approx_kl to the acting policy (to the proximal one under lag_correction) exceeds this;
+    0 (default): off. The KL early stop of SB3 and CleanRL, against single updates that move
+    the policy far: on the harder cue-recall a learned srwm policy fell to chance within one
+    such update (benchmarks/RESULTS.md, "SRWM learnability", round 25). Logs losses/kl_stop
+    (1 if the update was ended) and losses/minibatch_steps (the steps it kept)."""
+    kl_revert: bool = False
+    """With target_kl: also undo the optimizer step before the stop (parameters and Adam's
+    state), so that the update ends on the last parameters whose approx_kl was within
+    target_kl (the KL is measured before each step, so the step that overshot is only seen
+    at the next minibatch)."""
     anneal_lr: bool = False
     """Decay the learning rate linearly towards 0 over total_steps: update k of n runs at
     lr * (1 - k / n)."""
@@ -110,6 +122,8 @@ def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
                          f"{', '.join(LAG_PROXIMAL)}")
     if cfg.epochs < 1:
         raise ValueError(f"PPO epochs must be >= 1, got {cfg.epochs}")
+    if not cfg.target_kl >= 0:
+        raise ValueError(f"PPO target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
     if not cfg.advantage_std_floor >= 0:
         raise ValueError(f"PPO advantage_std_floor must be >= 0 (0 = off), got "
                          f"{cfg.advantage_std_floor}")
@@ -201,7 +215,8 @@ class PPO(Learner):
         super().__init__(policy, optimizer, epochs=cfg.epochs,
                          minibatch_size=num_envs // cfg.num_minibatches,
                          max_grad_norm=cfg.max_grad_norm, anneal_lr=cfg.anneal_lr,
-                         schedule_steps=planned_updates(total_steps, num_envs * unroll))
+                         schedule_steps=planned_updates(total_steps, num_envs * unroll),
+                         target_kl=cfg.target_kl, kl_revert=cfg.kl_revert)
         self.cfg = cfg
         self.num_envs, self.unroll = num_envs, unroll
         self.reward_normalizer = RewardNormalizer(num_envs, cfg.gamma, cfg.reward_clip)

@@ -112,8 +112,8 @@ class VTraceConfig:
     are all near 0, and dividing by their tiny std turns noise into unit-size advantages; an
     APPO run on the harder cue-recall that had reached 1.00 fell back to 0.52 right after its
     advantage std had dropped to 0.025 (benchmarks/RESULTS.md, "SRWM learnability", round 20).
-    A one-seed check with 0.05 (round 24) fell as well, at stds the floor did not touch: its
-    benefit is unmeasured."""
+    A one-seed check with 0.05 (round 24) fell as well, after two updates in which the floor
+    acted (stds 0.030 and 0.037; round 25's trace): its benefit is unmeasured."""
     policy_clip: float = 0.0
     """0 (default): IMPALA's policy gradient, -rho_t A_t log pi(a_t). > 0: PPO's clipped
     surrogate with V-trace's advantages (the learner known as APPO): the ratio pi / mu to the
@@ -122,6 +122,15 @@ class VTraceConfig:
     terms is kept, so later passes over a rollout (epochs > 1) cannot move the policy far
     from the one that acted. The value targets stay V-trace's. Measured on the harder
     cue-recall in benchmarks/RESULTS.md, "SRWM learnability", round 12b and after."""
+    target_kl: float = 0.0
+    """> 0: end an update early, before the optimizer step of the first batch whose approx_kl
+    to the acting policy (from the importance ratios pi / mu) exceeds this; 0 (default): off.
+    The first batch of an update is on-policy (unless actor_lag 1), so the stop comes at the
+    earliest after one step; the LR schedule still counts the whole rollout. PPO's option of
+    the same name says why."""
+    kl_revert: bool = False
+    """With target_kl: also undo the optimizer step before the stop, as PPO's option of the
+    same name."""
     epochs: int = 1
     """Passes over each rollout (1: IMPALA, every sequence is used once). With more, later
     passes are off-policy and V-trace's importance weights correct for it, as with replay;
@@ -152,6 +161,8 @@ def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
         raise ValueError(f"V-trace epochs must be >= 1, got {cfg.epochs}")
     if cfg.actor_lag not in (0, 1):
         raise ValueError(f"actor_lag must be 0 or 1, got {cfg.actor_lag}")
+    if not cfg.target_kl >= 0:
+        raise ValueError(f"V-trace target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
     if not cfg.advantage_std_floor >= 0:
         raise ValueError(f"V-trace advantage_std_floor must be >= 0 (0 = off), got "
                          f"{cfg.advantage_std_floor}")
@@ -187,7 +198,8 @@ class VTraceLearner(Learner):
         super().__init__(policy, optimizer, epochs=cfg.epochs, minibatch_size=batch_size,
                          max_grad_norm=cfg.max_grad_norm, anneal_lr=cfg.anneal_lr,
                          schedule_steps=steps_per_update
-                         * planned_updates(total_steps, num_envs * unroll))
+                         * planned_updates(total_steps, num_envs * unroll),
+                         target_kl=cfg.target_kl, kl_revert=cfg.kl_revert)
         self.acting_policy = acting_policy
         self.cfg = cfg
         self.num_envs, self.unroll = num_envs, unroll

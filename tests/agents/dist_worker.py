@@ -30,7 +30,7 @@ TINY = dict(cnn_channels=(4, 8, 8), cnn_out=32, hidden_size=32, num_heads=2, hea
             lstm_size=32, core="lstm")
 
 
-CASES = [("ppo", "lstm"), ("vtrace", "lstm"), ("ppo", "srwm"), ("vtrace", "srwm")]
+CASES = [("ppo", "lstm"), ("vtrace", "lstm"), ("ppo", "srwm"), ("vtrace", "srwm"), ("ppo", "ff")]
 
 
 def equal_config(algo: str, core: str = "lstm"):
@@ -42,7 +42,10 @@ def equal_config(algo: str, core: str = "lstm"):
     return TrainConfig(
         games=["cue-recall"], algo=algo, num_envs=8, unroll=6, total_steps=10_000,
         state_reset="never", model=ModelConfig(**{**TINY, "core": core}),
-        ppo=PPOConfig(lr=2e-3, epochs=2, num_minibatches=1),
+        # the ff case stops every update by KL after its first step (target_kl 1e-9): the
+        # ranks must agree on the stop (their mean approx_kl) and match one process
+        ppo=PPOConfig(lr=2e-3, epochs=2, num_minibatches=1,
+                      target_kl=1e-9 if core == "ff" else 0.0),
         # the srwm case normalises V-trace's advantages (over both ranks' halves of a batch)
         # and clips its policy ratio (APPO) tightly enough that the clip acts in the second,
         # off-policy pass (losses/policy_clipfrac 0.5 over the two passes; 0 with a clip of 0.2)

@@ -147,9 +147,11 @@ def train_run(setup: Setup, *, eval_every: int = 0,
     updates = max(1, -(-setup.steps // per_update))
     late: list[float] = []
     next_eval = eval_every
+    kl_stops = 0
     for u in range(updates):
         rollout = collector.collect()
         metrics = learner.update(rollout)
+        kl_stops += int(metrics.get("losses/kl_stop", 0))
         if u >= updates - max(1, updates // 10):
             late += [e["r"] for e in rollout.episodes]
         step = (u + 1) * per_update
@@ -158,7 +160,11 @@ def train_run(setup: Setup, *, eval_every: int = 0,
             result = evaluate(policy, setup)
             result.train_metrics = {k: float(v) for k, v in metrics.items()
                                     if k.startswith(("losses/entropy", "losses/advantage_std",
-                                                     "losses/grad_norm", "core/"))}
+                                                     "losses/approx_kl", "losses/grad_norm",
+                                                     "core/"))}
+            if "losses/kl_stop" in metrics:  # target_kl: updates it ended since the last eval
+                result.train_metrics["losses/kl_stops"] = float(kl_stops)
+                kl_stops = 0
             if on_eval is not None:
                 on_eval(step, result)
     return policy, collector, float(np.mean(late)) if late else float("nan")

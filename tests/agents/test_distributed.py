@@ -144,7 +144,9 @@ def test_two_rank_updates_equal_one_process_update_of_both_rollouts(tmp_path):
         policy, learner = build_policy_and_learner(cfg, n_actions, torch.device("cpu"))
         policy.load_state_dict(r0["before"])
         for k in range(2):  # one process, the two ranks' rollouts side by side
-            learner.update(cat_rollouts([r0["rollouts"][k], r1["rollouts"][k]]))
+            metrics = learner.update(cat_rollouts([r0["rollouts"][k], r1["rollouts"][k]]))
+            if cfg.ppo.target_kl > 0 and algo == "ppo":  # the stop did act (ranks: the same)
+                assert metrics["losses/kl_stop"] == 1.0 and metrics["losses/minibatch_steps"] == 1
         moved = 0.0
         for k, v in policy.state_dict().items():
             torch.testing.assert_close(v, r0["after"][k], rtol=1e-4, atol=1e-5,

@@ -269,6 +269,12 @@ def test_bad_settings_give_one_clear_line(make_tiny_policy):
     with pytest.raises(ValueError, match="V-trace advantage_std_floor must be >= 0"):
         make_learner("vtrace", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      vtrace_cfg=VTraceConfig(advantage_std_floor=-0.1))
+    with pytest.raises(ValueError, match="PPO target_kl must be >= 0 .0 = off., got -0.01"):
+        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     ppo_cfg=PPOConfig(target_kl=-0.01))
+    with pytest.raises(ValueError, match="V-trace target_kl must be >= 0 .0 = off., got -1"):
+        make_learner("vtrace", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     vtrace_cfg=VTraceConfig(target_kl=-1))
     with pytest.raises(ValueError, match="PPO lag_proximal 'both' is not one of: first-pass"):
         make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      ppo_cfg=PPOConfig(lag_proximal="both"))
@@ -469,6 +475,53 @@ def test_vtrace_advantage_std_floor(make_tiny_policy, fake_env, base):
                                atol=1e-9)
     if not below:  # above the floor it changes nothing
         torch.testing.assert_close(grads[0.5, base], grads[0.0, base], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vtrace"])
+def test_target_kl_ends_an_update_early(make_tiny_policy, fake_env, algo):
+    """target_kl: the update stops before the step of the first minibatch whose approx_kl
+    exceeds it. A tiny target leaves one optimizer step (the first minibatch is on-policy,
+    KL 0); a target never reached changes nothing; the LR schedule advances as without it."""
+    cfgs = dict(ppo=dict(num_minibatches=4, epochs=3, lr=1e-2, anneal_lr=True),
+                vtrace=dict(batch_size=2, epochs=3, lr=1e-2, optimizer="adam"))[algo]
+    ro = RolloutCollector(fake_env(8), make_tiny_policy("srwm"), 6, "never").collect()
+    after, metrics, steps, lrs = {}, {}, {}, {}
+    for target in (0.0, 1e-12, 1e9):
+        policy = make_tiny_policy("srwm")
+        kw = {"ppo_cfg" if algo == "ppo" else "vtrace_cfg":
+              (PPOConfig if algo == "ppo" else VTraceConfig)(**cfgs, target_kl=target)}
+        learner = make_learner(algo, policy, num_envs=8, unroll=6, total_steps=8 * 6 * 10,
+                               device="cpu", **kw)
+        torch.manual_seed(0)
+        metrics[target] = learner.update(ro)
+        after[target] = {k: v.clone() for k, v in policy.state_dict().items()}
+        steps[target] = int(learner.optimizer.state[policy.heads.policy.weight]["step"])
+        lrs[target] = learner.optimizer.param_groups[0]["lr"]
+    assert steps[0.0] == steps[1e9] == 12
+    assert steps[1e-12] == 1
+    assert metrics[1e-12]["losses/kl_stop"] == 1.0
+    assert metrics[1e-12]["losses/minibatch_steps"] == 1.0
+    assert metrics[1e-12]["losses/approx_kl"] > 0  # the mean includes the minibatch that stopped
+    assert metrics[1e9]["losses/kl_stop"] == 0.0 and metrics[1e9]["losses/minibatch_steps"] == 12
+    assert "losses/kl_stop" not in metrics[0.0]
+    for k, v in after[0.0].items():
+        assert torch.equal(v, after[1e9][k]), k
+    assert any(not torch.equal(v, after[1e-12][k]) for k, v in after[0.0].items())
+    assert lrs[0.0] == lrs[1e-12] == lrs[1e9] < 1e-2
+    # kl_revert: the step before the stop is undone as well; here that was the only step
+    policy = make_tiny_policy("srwm")
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    kw = {"ppo_cfg" if algo == "ppo" else "vtrace_cfg":
+          (PPOConfig if algo == "ppo" else VTraceConfig)(**cfgs, target_kl=1e-12,
+                                                         kl_revert=True)}
+    learner = make_learner(algo, policy, num_envs=8, unroll=6, total_steps=8 * 6 * 10,
+                           device="cpu", **kw)
+    m = learner.update(ro)
+    assert m["losses/kl_stop"] == 1.0 and m["losses/minibatch_steps"] == 0.0
+    for k, v in policy.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not learner.optimizer.state  # Adam's moments are back to before the step, too
+    assert learner.optimizer.param_groups[0]["lr"] == lrs[0.0]
 
 
 @pytest.mark.parametrize("algo", ["ppo", "vtrace"])
