@@ -203,7 +203,7 @@ class Learner:
                         self._restore(snapshot)
                         reverted = True
                     break
-                if self.kl_revert and self.target_kl > 0:
+                if self.kl_revert:
                     snapshot = self._snapshot()
                 norm = self._optimizer_step(loss)
                 if norm is not None:

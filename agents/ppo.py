@@ -124,6 +124,9 @@ def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
         raise ValueError(f"PPO epochs must be >= 1, got {cfg.epochs}")
     if not cfg.target_kl >= 0:
         raise ValueError(f"PPO target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
+    if cfg.kl_revert and not cfg.target_kl > 0:
+        raise ValueError(f"PPO kl_revert needs a target_kl > 0, got target_kl "
+                         f"{cfg.target_kl}")
     if not cfg.advantage_std_floor >= 0:
         raise ValueError(f"PPO advantage_std_floor must be >= 0 (0 = off), got "
                          f"{cfg.advantage_std_floor}")

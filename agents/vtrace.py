@@ -163,6 +163,9 @@ def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
         raise ValueError(f"actor_lag must be 0 or 1, got {cfg.actor_lag}")
     if not cfg.target_kl >= 0:
         raise ValueError(f"V-trace target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
+    if cfg.kl_revert and not cfg.target_kl > 0:
+        raise ValueError(f"V-trace kl_revert needs a target_kl > 0, got target_kl "
+                         f"{cfg.target_kl}")
     if not cfg.advantage_std_floor >= 0:
         raise ValueError(f"V-trace advantage_std_floor must be >= 0 (0 = off), got "
                          f"{cfg.advantage_std_floor}")

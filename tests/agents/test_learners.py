@@ -275,6 +275,10 @@ def test_bad_settings_give_one_clear_line(make_tiny_policy):
     with pytest.raises(ValueError, match="V-trace target_kl must be >= 0 .0 = off., got -1"):
         make_learner("vtrace", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      vtrace_cfg=VTraceConfig(target_kl=-1))
+    with pytest.raises(ValueError, match="PPO kl_revert needs a target_kl > 0, got target_kl "
+                                         "0.0"):
+        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     ppo_cfg=PPOConfig(kl_revert=True))
     with pytest.raises(ValueError, match="PPO lag_proximal 'both' is not one of: first-pass"):
         make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      ppo_cfg=PPOConfig(lag_proximal="both"))
