@@ -73,6 +73,14 @@ class PPOConfig:
     """Clip of the normalised rewards."""
     normalize_advantages: bool = True
     """Normalise advantages to mean 0, std 1 per minibatch."""
+    normalize_advantages_over: Literal["minibatch", "rollout"] = "minibatch"
+    """What normalize_advantages takes the mean and std of: each minibatch (default, as SB3 and
+    CleanRL), or the whole rollout (all envs, under torch.distributed all ranks), once per
+    update. With `minibatch`, a minibatch whose episodes all went right has a tiny std, and its
+    advantages (noise around 0) come out as large as those of a minibatch with mistakes in it;
+    with `rollout` they stay small beside them (benchmarks/RESULTS.md, "SRWM learnability",
+    rounds 25 and 28). Under a policy lag with lag_proximal `first-pass` the rollout's moments
+    come from the advantages of the behaviour values."""
     advantage_std_floor: float = 0.0
     """With normalize_advantages, divide by max(std, this) instead of std + 1e-8 (0: off).
     When a task is solved, a minibatch's advantages are all near 0 and dividing by their
@@ -106,6 +114,7 @@ class PPOConfig:
 
 
 LAG_PROXIMAL = ("first-pass", "extra-pass")
+ADVANTAGE_SCOPES = ("minibatch", "rollout")
 
 
 def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
@@ -122,6 +131,9 @@ def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
                          f"{', '.join(LAG_PROXIMAL)}")
     if cfg.epochs < 1:
         raise ValueError(f"PPO epochs must be >= 1, got {cfg.epochs}")
+    if cfg.normalize_advantages_over not in ADVANTAGE_SCOPES:
+        raise ValueError(f"PPO normalize_advantages_over {cfg.normalize_advantages_over!r} is "
+                         f"not one of: {', '.join(ADVANTAGE_SCOPES)}")
     if not cfg.target_kl >= 0:
         raise ValueError(f"PPO target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
     if cfg.kl_revert and not cfg.target_kl > 0:
@@ -201,6 +213,9 @@ class PPOTargets(NamedTuple):
     """The (normalised) rewards [T, B] GAE runs on, kept for `first-pass`."""
     last_value: torch.Tensor | None = None
     """The bootstrap value [B] GAE runs on, kept for `first-pass`."""
+    adv_moments: tuple[torch.Tensor, torch.Tensor] | None = None
+    """(mean, std) of the whole rollout's advantages with normalize_advantages_over
+    `rollout`, else None (each minibatch's own)."""
 
 
 class PPO(Learner):
@@ -247,14 +262,23 @@ class PPO(Learner):
             rewards = self.sync.normalize_rewards(self.reward_normalizer, rewards, rollout.dones)
         elif self.cfg.normalize_rewards:
             rewards = self.reward_normalizer(rewards, rollout.dones)
+        by_rollout = self.cfg.normalize_advantages and self.cfg.normalize_advantages_over \
+            == "rollout"
         if lagged and self.cfg.lag_proximal == "first-pass":  # filled in by `loss`
             nan = torch.full_like(rollout.logprobs, float("nan"))
             pending = torch.ones(rollout.num_envs, dtype=torch.bool, device=nan.device)
+            moments = None
+            if by_rollout:  # the proximal values come later: the behaviour values' advantages
+                adv, _ = gae(rewards, old_values, rollout.dones, last_value[0],
+                             self.cfg.gamma, self.cfg.gae_lambda)
+                moments = self.advantage_moments(adv, over_ranks=True)
             return PPOTargets(nan.clone(), nan.clone(), nan.clone(), nan.clone(), nan.clone(),
-                              pending, rewards, last_value[0])
+                              pending, rewards, last_value[0], moments)
         advantages, returns = gae(rewards, old_values, rollout.dones, last_value[0],
                                   self.cfg.gamma, self.cfg.gae_lambda)
-        return PPOTargets(advantages, returns, old_values, prox_logp, weight)
+        moments = self.advantage_moments(advantages, over_ranks=True) if by_rollout else None
+        return PPOTargets(advantages, returns, old_values, prox_logp, weight,
+                          adv_moments=moments)
 
     @torch.no_grad()
     def _first_visit(self, rollout: Rollout, idx: torch.Tensor, targets: PPOTargets,
@@ -299,7 +323,12 @@ class PPO(Learner):
         if self.minibatch_index == 0:
             self.first_minibatch_ratio = ratio.detach()
         adv = targets.advantages[:, idx]
-        mean, std = self.advantage_moments(adv, over_ranks=cfg.normalize_advantages)
+        if targets.adv_moments is not None:  # the whole rollout's; log the minibatch's std
+            mean, std = targets.adv_moments
+            mb_std = adv.std() if adv.numel() > 1 else torch.zeros_like(std)
+        else:
+            mean, std = self.advantage_moments(adv, over_ranks=cfg.normalize_advantages)
+            mb_std = std
         if cfg.normalize_advantages:
             adv = self.normalized(adv, mean, std, cfg.advantage_std_floor)
         pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip, 1 + cfg.clip))
@@ -322,8 +351,9 @@ class PPO(Learner):
                 "losses/approx_kl": ((ratio - 1) - logratio).mean().item(),
                 "losses/clipfrac": ((ratio - 1).abs() > cfg.clip).float().mean().item(),
                 "losses/importance_ratio": behaviour_logratio.exp().mean().item(),
-                # before normalisation: how far advantage_std_floor is from biting
-                "losses/advantage_std": std.item(),
+                # the minibatch's, before normalisation: how far advantage_std_floor is from
+                # biting (with normalize_advantages_over `rollout`: how the minibatches differ)
+                "losses/advantage_std": mb_std.item(),
             }
             if targets.weights is not None:
                 stats["losses/lag_weight"] = targets.weights[:, idx].mean().item()

@@ -43,9 +43,11 @@ def equal_config(algo: str, core: str = "lstm"):
         games=["cue-recall"], algo=algo, num_envs=8, unroll=6, total_steps=10_000,
         state_reset="never", model=ModelConfig(**{**TINY, "core": core}),
         # the ff case stops every update by KL after its first step (target_kl 1e-9): the
-        # ranks must agree on the stop (their mean approx_kl) and match one process
+        # ranks must agree on the stop (their mean approx_kl) and match one process; it also
+        # takes the advantages' moments over the whole rollout (an all-reduce in `targets`)
         ppo=PPOConfig(lr=2e-3, epochs=2, num_minibatches=1,
-                      target_kl=1e-9 if core == "ff" else 0.0),
+                      target_kl=1e-9 if core == "ff" else 0.0,
+                      normalize_advantages_over="rollout" if core == "ff" else "minibatch"),
         # the srwm case normalises V-trace's advantages (over both ranks' halves of a batch)
         # and clips its policy ratio (APPO) tightly enough that the clip acts in the second,
         # off-policy pass (losses/policy_clipfrac 0.5 over the two passes; 0 with a clip of 0.2)

@@ -275,6 +275,10 @@ def test_bad_settings_give_one_clear_line(make_tiny_policy):
     with pytest.raises(ValueError, match="V-trace target_kl must be >= 0 .0 = off., got -1"):
         make_learner("vtrace", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
                      vtrace_cfg=VTraceConfig(target_kl=-1))
+    with pytest.raises(ValueError, match="PPO normalize_advantages_over 'env' is not one of: "
+                                         "minibatch, rollout"):
+        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
+                     ppo_cfg=PPOConfig(normalize_advantages_over="env"))
     with pytest.raises(ValueError, match="PPO kl_revert needs a target_kl > 0, got target_kl "
                                          "0.0"):
         make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
@@ -479,6 +483,47 @@ def test_vtrace_advantage_std_floor(make_tiny_policy, fake_env, base):
                                atol=1e-9)
     if not below:  # above the floor it changes nothing
         torch.testing.assert_close(grads[0.5, base], grads[0.0, base], rtol=1e-5, atol=1e-9)
+
+
+def test_ppo_normalize_advantages_over_the_rollout(make_tiny_policy, fake_env):
+    """normalize_advantages_over `rollout`: one mean and std for the whole rollout. A minibatch
+    whose advantages are 1000x smaller than the rest's then keeps a 1000x smaller policy
+    gradient, where per-minibatch normalisation scales it up to the others' size; with one
+    minibatch per epoch the two scopes are the same update."""
+    ro = RolloutCollector(fake_env(4), make_tiny_policy("srwm"), 6, "never").collect()
+    grads = {}
+    for scope in ("minibatch", "rollout"):
+        cfg = PPOConfig(num_minibatches=2, value_coef=0.0, entropy_coef=0.0,
+                        normalize_advantages_over=scope)
+        learner = make_learner("ppo", make_tiny_policy("srwm"), num_envs=4, unroll=6,
+                               total_steps=10_000, device="cpu", ppo_cfg=cfg)
+        targets = learner.targets(ro)
+        adv = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+        adv[:, :2] *= 1e-3  # envs 0-1: a minibatch whose episodes all went right
+        adv[:, 2:] -= adv[:, 2:].mean()  # a rollout mean of ~0: no common offset
+        moments = learner.advantage_moments(adv, over_ranks=True)
+        targets = targets._replace(advantages=adv,
+                                   adv_moments=moments if scope == "rollout" else None)
+        for name, idx in (("small", torch.tensor([0, 1])), ("large", torch.tensor([2, 3]))):
+            learner.policy.zero_grad()
+            loss, stats = learner.loss(ro, idx, targets)
+            loss.backward()
+            grads[scope, name] = float(learner.policy.heads.policy.weight.grad.norm())
+            assert stats["losses/advantage_std"] == pytest.approx(float(adv[:, idx].std()),
+                                                                  rel=1e-5)
+    assert grads["minibatch", "small"] > 0.1 * grads["minibatch", "large"]
+    assert grads["rollout", "small"] < 0.01 * grads["rollout", "large"]
+    after = {}
+    for scope in ("minibatch", "rollout"):
+        policy = make_tiny_policy("srwm")
+        learner = make_learner("ppo", policy, num_envs=4, unroll=6, total_steps=10_000,
+                               device="cpu", ppo_cfg=PPOConfig(num_minibatches=1,
+                                                               normalize_advantages_over=scope))
+        torch.manual_seed(0)
+        learner.update(ro)
+        after[scope] = policy.state_dict()
+    for k, v in after["minibatch"].items():
+        torch.testing.assert_close(v, after["rollout"][k], rtol=1e-5, atol=1e-7, msg=k)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "vtrace"])
