@@ -78,9 +78,11 @@ class PPOConfig:
     CleanRL), or the whole rollout (all envs, under torch.distributed all ranks), once per
     update. With `minibatch`, a minibatch whose episodes all went right has a tiny std, and its
     advantages (noise around 0) come out as large as those of a minibatch with mistakes in it;
-    with `rollout` they stay small beside them (benchmarks/RESULTS.md, "SRWM learnability",
-    rounds 25 and 28). Under a policy lag with lag_proximal `first-pass` the rollout's moments
-    come from the advantages of the behaviour values."""
+    with `rollout` they stay small beside them. Measured on the harder cue-recall
+    (benchmarks/RESULTS.md, "SRWM learnability", round 28): worse, 3 of 5 srwm runs never left
+    chance, as the per-minibatch rescaling also lifts the small early signal. Under a policy
+    lag with lag_proximal `first-pass` the rollout's moments come from the advantages of the
+    behaviour values."""
     advantage_std_floor: float = 0.0
     """With normalize_advantages, divide by max(std, this) instead of std + 1e-8 (0: off).
     When a task is solved, a minibatch's advantages are all near 0 and dividing by their
