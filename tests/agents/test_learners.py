@@ -251,41 +251,33 @@ def test_configs_round_trip_through_json():
     assert VTraceConfig().lr == 6e-4 and VTraceConfig().batch_size == 32
 
 
-def test_bad_settings_give_one_clear_line(make_tiny_policy):
+BAD_SETTINGS = [  # (algo, num_envs, config fields, the one line it must raise)
+    ("ppo", 8, dict(num_minibatches=3), r"num_minibatches 3 must divide num_envs 8; valid: "
+                                        r"1, 2, 4, 8"),
+    ("vtrace", 24, dict(batch_size=16), "batch_size 16 must divide num_envs 24"),
+    ("ppo", 8, dict(lag_weight_cap=0.0), "PPO lag_weight_cap must be positive, got 0.0"),
+    ("ppo", 8, dict(advantage_std_floor=-0.1), "PPO advantage_std_floor must be >= 0"),
+    ("vtrace", 8, dict(advantage_std_floor=-0.1), "V-trace advantage_std_floor must be >= 0"),
+    ("ppo", 8, dict(target_kl=-0.01), "PPO target_kl must be >= 0 .0 = off., got -0.01"),
+    ("vtrace", 8, dict(target_kl=-1), "V-trace target_kl must be >= 0 .0 = off., got -1"),
+    ("ppo", 8, dict(kl_revert=True), "PPO kl_revert needs a target_kl > 0, got target_kl 0.0"),
+    ("ppo", 8, dict(normalize_advantages_over="env"),
+     "PPO normalize_advantages_over 'env' is not one of: minibatch, rollout"),
+    ("ppo", 8, dict(lag_proximal="both"), "PPO lag_proximal 'both' is not one of: first-pass"),
+]
+
+
+@pytest.mark.parametrize("algo, num_envs, fields, message", BAD_SETTINGS)
+def test_bad_settings_give_one_clear_line(make_tiny_policy, algo, num_envs, fields, message):
+    cfg = {"ppo_cfg": PPOConfig(**fields)} if algo == "ppo" else \
+        {"vtrace_cfg": VTraceConfig(**fields)}
+    with pytest.raises(ValueError, match=message):
+        make_learner(algo, make_tiny_policy("ff"), num_envs=num_envs, unroll=4,
+                     total_steps=100, device="cpu", **cfg)
+
+
+def test_unknown_algo_and_a_batch_larger_than_the_rollout(make_tiny_policy):
     policy = make_tiny_policy("ff")
-    with pytest.raises(ValueError, match=r"num_minibatches 3 must divide num_envs 8; valid: "
-                                         r"1, 2, 4, 8"):
-        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     ppo_cfg=PPOConfig(num_minibatches=3))
-    with pytest.raises(ValueError, match="batch_size 16 must divide num_envs 24"):
-        make_learner("vtrace", policy, num_envs=24, unroll=4, total_steps=100, device="cpu",
-                     vtrace_cfg=VTraceConfig(batch_size=16))
-    with pytest.raises(ValueError, match="PPO lag_weight_cap must be positive, got 0.0"):
-        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     ppo_cfg=PPOConfig(lag_weight_cap=0.0))
-    with pytest.raises(ValueError, match="PPO advantage_std_floor must be >= 0"):
-        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     ppo_cfg=PPOConfig(advantage_std_floor=-0.1))
-    with pytest.raises(ValueError, match="V-trace advantage_std_floor must be >= 0"):
-        make_learner("vtrace", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     vtrace_cfg=VTraceConfig(advantage_std_floor=-0.1))
-    with pytest.raises(ValueError, match="PPO target_kl must be >= 0 .0 = off., got -0.01"):
-        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     ppo_cfg=PPOConfig(target_kl=-0.01))
-    with pytest.raises(ValueError, match="V-trace target_kl must be >= 0 .0 = off., got -1"):
-        make_learner("vtrace", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     vtrace_cfg=VTraceConfig(target_kl=-1))
-    with pytest.raises(ValueError, match="PPO normalize_advantages_over 'env' is not one of: "
-                                         "minibatch, rollout"):
-        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     ppo_cfg=PPOConfig(normalize_advantages_over="env"))
-    with pytest.raises(ValueError, match="PPO kl_revert needs a target_kl > 0, got target_kl "
-                                         "0.0"):
-        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     ppo_cfg=PPOConfig(kl_revert=True))
-    with pytest.raises(ValueError, match="PPO lag_proximal 'both' is not one of: first-pass"):
-        make_learner("ppo", policy, num_envs=8, unroll=4, total_steps=100, device="cpu",
-                     ppo_cfg=PPOConfig(lag_proximal="both"))
     with pytest.raises(ValueError, match="unknown algo 'a2c'; valid: ppo, vtrace"):
         make_learner("a2c", policy, num_envs=8, unroll=4, total_steps=100, device="cpu")
     # fewer envs than the batch: the whole rollout is one batch
