@@ -77,6 +77,19 @@ def _fault_nan_loss(learner: Learner, loss: torch.Tensor) -> torch.Tensor:
     return loss
 
 
+def check_shared_options(cfg: Any, name: str) -> None:
+    """The checks of the options PPOConfig and VTraceConfig share (`name`: "PPO" or "V-trace"
+    in the one-line ValueError): target_kl, kl_revert, advantage_std_floor."""
+    if not cfg.target_kl >= 0:
+        raise ValueError(f"{name} target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
+    if cfg.kl_revert and not cfg.target_kl > 0:
+        raise ValueError(f"{name} kl_revert needs a target_kl > 0, got target_kl "
+                         f"{cfg.target_kl}")
+    if not cfg.advantage_std_floor >= 0:
+        raise ValueError(f"{name} advantage_std_floor must be >= 0 (0 = off), got "
+                         f"{cfg.advantage_std_floor}")
+
+
 def planned_updates(total_steps: int, steps_per_update: int) -> int:
     """Updates a run of `total_steps` env steps makes: the run stops at the first update that
     reaches total_steps (ceil; at least 1). The one rule for the trainer and the schedules."""

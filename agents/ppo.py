@@ -36,7 +36,7 @@ from torch import nn
 
 from policies.state import index_state
 
-from .learners import Learner, explained_variance, planned_updates
+from .learners import Learner, check_shared_options, explained_variance, planned_updates
 from .returns import gae
 from .rollout import Rollout
 
@@ -136,14 +136,7 @@ def check_ppo_config(cfg: PPOConfig, num_envs: int) -> None:
     if cfg.normalize_advantages_over not in ADVANTAGE_SCOPES:
         raise ValueError(f"PPO normalize_advantages_over {cfg.normalize_advantages_over!r} is "
                          f"not one of: {', '.join(ADVANTAGE_SCOPES)}")
-    if not cfg.target_kl >= 0:
-        raise ValueError(f"PPO target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
-    if cfg.kl_revert and not cfg.target_kl > 0:
-        raise ValueError(f"PPO kl_revert needs a target_kl > 0, got target_kl "
-                         f"{cfg.target_kl}")
-    if not cfg.advantage_std_floor >= 0:
-        raise ValueError(f"PPO advantage_std_floor must be >= 0 (0 = off), got "
-                         f"{cfg.advantage_std_floor}")
+    check_shared_options(cfg, "PPO")
     for name in ("lr", "adam_eps", "clip", "max_grad_norm", "lag_weight_cap"):
         if getattr(cfg, name) <= 0:
             raise ValueError(f"PPO {name} must be positive, got {getattr(cfg, name)}")

@@ -48,7 +48,7 @@ from torch import nn
 
 from policies.state import index_state
 
-from .learners import Learner, explained_variance, planned_updates
+from .learners import Learner, check_shared_options, explained_variance, planned_updates
 from .returns import vtrace
 from .rollout import Rollout
 
@@ -161,14 +161,7 @@ def check_vtrace_config(cfg: VTraceConfig, num_envs: int) -> None:
         raise ValueError(f"V-trace epochs must be >= 1, got {cfg.epochs}")
     if cfg.actor_lag not in (0, 1):
         raise ValueError(f"actor_lag must be 0 or 1, got {cfg.actor_lag}")
-    if not cfg.target_kl >= 0:
-        raise ValueError(f"V-trace target_kl must be >= 0 (0 = off), got {cfg.target_kl}")
-    if cfg.kl_revert and not cfg.target_kl > 0:
-        raise ValueError(f"V-trace kl_revert needs a target_kl > 0, got target_kl "
-                         f"{cfg.target_kl}")
-    if not cfg.advantage_std_floor >= 0:
-        raise ValueError(f"V-trace advantage_std_floor must be >= 0 (0 = off), got "
-                         f"{cfg.advantage_std_floor}")
+    check_shared_options(cfg, "V-trace")
     if not 0 <= cfg.policy_clip < 1:
         raise ValueError(f"V-trace policy_clip must be in [0, 1) (0 = off), got "
                          f"{cfg.policy_clip}")
