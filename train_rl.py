@@ -44,6 +44,11 @@ def run(argv: list[str] | None) -> int:
 
         torch.set_num_threads(request.threads)
     cfg = request.config
+    from agents.distributed import world_from_env
+
+    if world_from_env().is_main:
+        for line in request.warnings:
+            print(f"train_rl.py: warning: {line}", file=sys.stderr)
     if request.resume_from is not None and request.start_step >= cfg.total_steps \
             and not request.dry_run:
         print(f"train_rl.py: nothing to do: {cfg.run_dir} is at step {request.start_step:,} >= "
@@ -55,8 +60,6 @@ def run(argv: list[str] | None) -> int:
         for key, value in dry_run(cfg, resume_from=request.resume_from).items():
             print(f"{key}: {value}")
         return 0
-    from agents.distributed import world_from_env
-
     main_rank = world_from_env().is_main
     status = None
     if request.progress_file is not None and main_rank:

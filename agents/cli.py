@@ -16,6 +16,8 @@ Options that are not config fields (`--lr`, `--resume`, `--threads`, `--dry-run`
 `--no-progress`) are the fields of `TrainOptions`. The parser returns the config fields as
 plain values, not yet validated; `parse_train_args` applies only the options given (argv)
 on top of a preset, the defaults or a resumed run's saved config, and TrainConfig validates.
+Options given for the learner the run does not use come back as a warning
+(`unused_learner_options`), which train_rl.py prints before it starts.
 
 `parse(cls, argv, ...)` turns tyro's usage errors (boxes on stderr) into one-line
 UsageErrors; `--help` prints tyro's help and exits 0.
@@ -376,6 +378,8 @@ class TrainRequest:
     threads: int | None
     progress_file: Path | None = None
     """Where to write the run's progress JSON (agents.groups.ProgressFile), if anywhere."""
+    warnings: tuple[str, ...] = ()
+    """Lines train_rl.py prints before it starts (options given that the run does not use)."""
 
 
 def _description() -> str:
@@ -425,7 +429,8 @@ def parse_train_args(argv: Sequence[str]) -> TrainRequest:
                         dry_run=options.dry_run, progress=not options.no_progress,
                         threads=options.threads,
                         progress_file=Path(options.progress_file) if options.progress_file
-                        else None)
+                        else None,
+                        warnings=unused_learner_options(cfg.algo, given))
 
 
 def _single_seed(text: str, values: dict[str, Any], given: dict[str, str]) -> None:
@@ -473,6 +478,23 @@ def _new_config(values: dict[str, Any], given: dict[str, str], lr: float | None
     if cfg.run_dir is None:
         cfg.run_dir = default_run_dir(cfg.games, cfg.model.core, cfg.algo)
     return cfg
+
+
+LEARNER_SECTIONS = {"ppo": "PPO", "vtrace": "V-trace"}
+
+
+def unused_learner_options(algo: str, given: dict[str, str]) -> tuple[str, ...]:
+    """A warning when options of the learner the run does not use were given: they are saved
+    with the config but change nothing, which a user should hear about. A warning, not an
+    error, so that one list of options can serve runs of both learners."""
+    out = []
+    for section, name in LEARNER_SECTIONS.items():
+        flags = [flag for path, flag in given.items() if path.startswith(section + ".")]
+        if algo in LEARNER_SECTIONS and section != algo and flags:
+            out.append(f"{', '.join(flags)} {'is a' if len(flags) == 1 else 'are'} {name} "
+                       f"option{'s' * (len(flags) > 1)} and change{'s' * (len(flags) == 1)} "
+                       f"nothing in this run: --algo is {algo} (its options are --{algo}.*)")
+    return tuple(out)
 
 
 def _fill_head_sizes(overrides: dict[str, Any], m: ModelConfig) -> None:

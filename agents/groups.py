@@ -279,7 +279,10 @@ def _plan_new(argv: Sequence[str]) -> GroupPlan:
     def member_args(core: str | None, seed: str | None) -> list[str]:
         return rest + (["--core", core] if core else []) + (["--seed", seed] if seed else [])
 
-    first = parse_train_args(member_args(cores[0], seeds[0])).config.resolved()
+    first_request = parse_train_args(member_args(cores[0], seeds[0]))
+    for line in first_request.warnings:  # the same for every member: said once, here
+        print(f"train_rl.py: warning: {line}", file=sys.stderr)
+    first = first_request.config.resolved()
     group_dir = Path(run_dir_v[-1] if run_dir_v else default_run_dir(first.games, "group",
                                                                       first.algo))
     check_new_run_dir(group_dir)

@@ -77,6 +77,24 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def test_options_of_the_learner_a_run_does_not_use_are_named_in_a_warning(tmp_path, capsys):
+    """They are saved with the config but change nothing: said in one warning line (not an
+    error: one option list may serve runs of both learners), and only for the other learner."""
+    base = ["--games", "bigfish", "--num-envs", "32", "--dry-run", "--run-dir", tmp_path / "r"]
+    code, err = run_main(capsys, *base, "--vtrace.target-kl", "0.05", "--batch-size", "8",
+                         "--ppo.clip", "0.1")
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert len(warned) == 1, err
+    for needle in ("--vtrace.target-kl, --batch-size are V-trace options", "--algo is ppo"):
+        assert needle in warned[0], (needle, warned[0])
+    assert "--ppo.clip" not in warned[0]
+    code, err = run_main(capsys, "--preset", "memory", "--ppo.epochs", "2", *base[4:])
+    assert code == 0 and "--ppo.epochs is a PPO option" in err and "--algo is vtrace" in err
+    code, err = run_main(capsys, *base, "--algo", "vtrace", "--vtrace.target-kl", "0.05")
+    assert code == 0 and "warning" not in err, err
+
+
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_preset_is_accepted(tmp_path, capsys, preset):
     code, err = run_main(capsys, "--preset", preset, "--dry-run", "--run-dir", tmp_path / "r")
