@@ -489,8 +489,10 @@ def unused_learner_options(algo: str, given: dict[str, str]) -> tuple[str, ...]:
     error, so that one list of options can serve runs of both learners."""
     out = []
     for section, name in LEARNER_SECTIONS.items():
+        if algo not in LEARNER_SECTIONS or section == algo:  # a bad algo: validate says so
+            continue
         flags = [flag for path, flag in given.items() if path.startswith(section + ".")]
-        if algo in LEARNER_SECTIONS and section != algo and flags:
+        if flags:
             out.append(f"{', '.join(flags)} {'is a' if len(flags) == 1 else 'are'} {name} "
                        f"option{'s' * (len(flags) > 1)} and change{'s' * (len(flags) == 1)} "
                        f"nothing in this run: --algo is {algo} (its options are --{algo}.*)")
